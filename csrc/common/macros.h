@@ -1,0 +1,16 @@
+// RANKOPS_HD marks math that both the CPU loops and the CUDA kernels call.
+// Under nvcc (host and device passes) it is __host__ __device__ __forceinline__;
+// under g++/clang/MSVC it is plain inline, so the same header builds C++-only.
+#pragma once
+
+#if defined(__CUDACC__)
+#define RANKOPS_HD __host__ __device__ __forceinline__
+#else
+#define RANKOPS_HD inline
+#endif
+
+#if defined(__CUDA_ARCH__)
+#define RANKOPS_DEVICE_PASS 1
+#else
+#define RANKOPS_DEVICE_PASS 0
+#endif

@@ -1,0 +1,95 @@
+// Per-list helpers of the CPU kernels: stable ranking, pair counting, ideal DCG,
+// and cost-balanced parallelism over work items.
+#pragma once
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace rankops {
+namespace cpu {
+
+// order[r] = index (0..n-1) of the item ranked r+1: scores descending, ties by
+// position (stable), NaN last. get(i) returns the score of item i.
+template <typename T, typename Get>
+void stable_rank_order(int64_t n, Get get, std::vector<std::pair<T, int64_t>>& keyed,
+                       int64_t* order) {
+  keyed.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const T s = get(i);
+    keyed[i] = {std::isnan(s) ? -INFINITY : s, i};
+  }
+  auto before = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  if (n <= 32) {  // insertion sort: small lists dominate web-search batches
+    for (int64_t i = 1; i < n; ++i) {
+      auto v = keyed[i];
+      int64_t j = i;
+      for (; j > 0 && before(v, keyed[j - 1]); --j) keyed[j] = keyed[j - 1];
+      keyed[j] = v;
+    }
+  } else {
+    std::sort(keyed.begin(), keyed.end(), before);  // keys are unique: (score, index)
+  }
+  for (int64_t r = 0; r < n; ++r) order[r] = keyed[r].second;
+}
+
+// Number of pairs (i, j) with y_i > y_j: n(n-1)/2 minus the pairs inside tie groups.
+// Sorts `labels` in place.
+template <typename T>
+int64_t count_ordered_pairs(std::vector<T>& labels) {
+  const int64_t n = static_cast<int64_t>(labels.size());
+  std::sort(labels.begin(), labels.end());
+  int64_t pairs = n * (n - 1) / 2;
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i + 1;
+    while (j < n && labels[j] == labels[i]) ++j;
+    const int64_t c = j - i;
+    pairs -= c * (c - 1) / 2;
+    i = j;
+  }
+  return pairs;
+}
+
+// Ideal DCG@k of the weighted gains `wg` (reordered in place): the DCG of the
+// ordering by w*G descending, D(r) = 1/log2(1+r). k <= 0 means the whole list.
+inline double ideal_dcg(std::vector<double>& wg, int64_t k) {
+  const int64_t n = static_cast<int64_t>(wg.size());
+  const int64_t top = (k > 0 && k < n) ? k : n;
+  std::partial_sort(wg.begin(), wg.begin() + top, wg.end(), std::greater<double>());
+  double idcg = 0.0;
+  for (int64_t r = 0; r < top; ++r) idcg += wg[r] / std::log2(2.0 + static_cast<double>(r));
+  return idcg;
+}
+
+// Calls fn(begin, end) on contiguous ranges of [0, costs.size()) in parallel, the
+// ranges of about equal total cost: at::parallel_for alone splits by count, and one
+// long list can cost as much as thousands of short ones. Results must not depend on
+// the grouping (each item writes only its own outputs), so they do not depend on the
+// number of threads either.
+template <typename Fn>
+void parallel_by_cost(const std::vector<double>& costs, Fn fn) {
+  const int64_t items = static_cast<int64_t>(costs.size());
+  if (items == 0) return;
+  std::vector<double> prefix(items + 1, 0.0);
+  for (int64_t i = 0; i < items; ++i) prefix[i + 1] = prefix[i] + costs[i] + 1.0;
+  const int64_t groups = std::min<int64_t>(items, 8 * at::get_num_threads());
+  std::vector<int64_t> bounds(groups + 1, items);
+  bounds[0] = 0;
+  for (int64_t g = 1; g < groups; ++g) {
+    const double target = prefix[items] * static_cast<double>(g) / static_cast<double>(groups);
+    const int64_t b = std::lower_bound(prefix.begin(), prefix.end(), target) - prefix.begin();
+    bounds[g] = std::min(std::max(b, bounds[g - 1]), items);
+  }
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g)
+      if (bounds[g] < bounds[g + 1]) fn(bounds[g], bounds[g + 1]);
+  });
+}
+
+}  // namespace cpu
+}  // namespace rankops

@@ -1,0 +1,59 @@
+// The one TORCH_LIBRARY(rankops, m): every op schema lives here, so this file is the
+// table of contents of the extension. Kernels register per backend in csrc/cpu and
+// csrc/cuda. Loading the shared object (import rankops._C) runs these registrations.
+#include <Python.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include <string>
+
+#if defined(RANKOPS_WITH_CUDA)
+#include <cuda.h>
+#endif
+
+#ifndef RANKOPS_CUDA_ARCHS
+#define RANKOPS_CUDA_ARCHS ""
+#endif
+#ifndef RANKOPS_CPU_FLAGS
+#define RANKOPS_CPU_FLAGS ""
+#endif
+
+namespace rankops {
+
+// What this build contains, as "key=value;..." (parsed by rankops.build_info()).
+std::string build_info() {
+  std::string info = "torch=" TORCH_VERSION;
+#if defined(RANKOPS_WITH_CUDA)
+  info += ";cuda=1;cuda_version=" + std::to_string(CUDA_VERSION) + ";cuda_archs=" RANKOPS_CUDA_ARCHS;
+#else
+  info += ";cuda=0;cuda_version=;cuda_archs=";
+#endif
+#if defined(_OPENMP)
+  info += ";openmp=1";
+#else
+  info += ";openmp=0";
+#endif
+  info += ";cpu_flags=" RANKOPS_CPU_FLAGS;
+  return info;
+}
+
+TORCH_LIBRARY(rankops, m) {
+  // Pairwise family (DESIGN §3). Returns (loss [B], item_grad [N] or [0], num_pairs [B]):
+  // the per-list loss, d loss_b / d s_i fused into the same pass (empty when
+  // compute_grad is false), and the number of pairs y_i > y_j per list.
+  m.def(
+      "pairwise_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
+      "str pair_fn, str pair_weight, float sigma, float margin, int? k, float mu, str gain, "
+      "bool compute_grad) -> (Tensor, Tensor, Tensor)");
+  // grad_scores[i] = grad_loss[b] * item_grad[i] for item i of list b.
+  m.def("pairwise_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
+  m.def("build_info() -> str", &build_info);
+}
+
+}  // namespace rankops
+
+// import rankops._C loads this library; the module itself is empty.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

@@ -1,0 +1,78 @@
+"""Loads the compiled library and registers fake kernels and autograd for every op.
+
+Import order matters: rankops._C must be loaded (its static initialisers register the
+op schemas and kernels) before torch.library can refer to the ops.
+"""
+from __future__ import annotations
+
+import torch
+
+try:
+    from . import _C  # noqa: F401  (registers torch.ops.rankops.*)
+except ImportError as exc:  # keep the real cause (undefined symbol, missing file) visible
+    raise ImportError(
+        "rankops: the compiled extension rankops._C could not be loaded. Build it against "
+        "the torch you run with:  pip install --no-build-isolation -e .   "
+        f"(torch here: {torch.__version__})"
+    ) from exc
+
+ops = torch.ops.rankops
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ---- fake (meta) kernels: shapes never depend on data -------------------------------
+
+@torch.library.register_fake("rankops::pairwise_loss")
+def _pairwise_loss_fake(scores, labels, offsets, weights, pair_fn, pair_weight, sigma, margin,
+                        k, mu, gain, compute_grad):
+    torch._check(scores.dim() == 1, lambda: "scores must be 1-D")
+    torch._check(labels.shape == scores.shape, lambda: "labels must match scores")
+    B = offsets.shape[0] - 1
+    acc = _acc_dtype(scores.dtype)
+    n_grad = scores.shape[0] if compute_grad else 0
+    return (scores.new_empty(B, dtype=acc), scores.new_empty(n_grad, dtype=acc),
+            scores.new_empty(B, dtype=torch.int64))
+
+
+@torch.library.register_fake("rankops::pairwise_loss_backward")
+def _pairwise_loss_backward_fake(grad_loss, item_grad, offsets):
+    return torch.empty_like(item_grad)
+
+
+# ---- autograd: the forward already computed d loss_b / d s_i ------------------------
+
+def _setup_list_loss(ctx, inputs, output):
+    scores, offsets = inputs[0], inputs[2]
+    item_grad = output[1]
+    ctx.mark_non_differentiable(item_grad, output[2])
+    ctx.save_for_backward(item_grad, offsets)
+    ctx.scores_dtype = scores.dtype
+
+
+def _pairwise_loss_backward(ctx, grad_loss, _grad_item, _grad_pairs):
+    item_grad, offsets = ctx.saved_tensors
+    grad_scores = ops.pairwise_loss_backward(grad_loss, item_grad, offsets).to(ctx.scores_dtype)
+    return (grad_scores,) + (None,) * 11
+
+
+torch.library.register_autograd(
+    "rankops::pairwise_loss", _pairwise_loss_backward, setup_context=_setup_list_loss
+)
+
+
+def _no_double_backward(ctx, grad):
+    raise NotImplementedError(
+        "rankops: double backward (create_graph=True through a rankops loss) is not supported"
+    )
+
+
+def _setup_none(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd(
+    "rankops::pairwise_loss_backward", _no_double_backward, setup_context=_setup_none
+)

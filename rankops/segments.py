@@ -1,0 +1,312 @@
+"""Segment layouts: offsets, lengths, group sizes and ids, padded <-> packed.
+
+rankops's kernels take *packed* lists: ``scores [N]``, ``labels [N]`` and int64 CSR
+``offsets [B+1]`` (list ``b`` is ``scores[offsets[b]:offsets[b+1]]``; empty lists are
+allowed). This module converts the layouts users already have, once, and validates
+them with errors that name the argument.
+
+Layouts accepted by every loss and metric:
+
+* packed ``[N]`` with ``offsets=[B+1]``;
+* packed ``[N]`` with ``lengths=[B]`` (LightGBM ``group`` sizes) or ``group_ids=[N]``
+  (XGBoost ``qid`` style: contiguous runs of equal ids);
+* packed ``[N]`` with nothing: one list;
+* padded ``[B, L]`` with ``lengths=[B]`` or a boolean ``mask=[B, L]``, or with nothing:
+  every row is a full list of ``L`` items.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "offsets_from_lengths",
+    "offsets_from_group_sizes",
+    "offsets_from_group_ids",
+    "lengths_from_offsets",
+    "segment_ids",
+    "validate_offsets",
+    "pack",
+    "unpack",
+    "PackedLists",
+    "as_packed",
+]
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _check_tensor(x, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _check_integer(x: Tensor, name: str) -> None:
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {x.dtype}")
+
+
+def offsets_from_lengths(lengths: Tensor, *, validate: bool = True) -> Tensor:
+    """``lengths [B]`` (list sizes, >= 0) -> int64 ``offsets [B+1]`` = [0, cumsum(lengths)]."""
+    lengths = _check_tensor(lengths, "lengths")
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
+    _check_integer(lengths, "lengths")
+    if validate and not _compiling() and lengths.numel() and bool((lengths < 0).any()):
+        raise ValueError("lengths must be >= 0")
+    zero = torch.zeros(1, dtype=torch.int64, device=lengths.device)
+    return torch.cat([zero, torch.cumsum(lengths.to(torch.int64), 0)])
+
+
+# LightGBM calls list sizes "group": the same thing.
+offsets_from_group_sizes = offsets_from_lengths
+
+
+def offsets_from_group_ids(group_ids: Tensor) -> Tensor:
+    """``group_ids [N]`` (contiguous runs of equal ids, XGBoost ``qid`` style) -> offsets.
+
+    Each run of equal consecutive ids is one list. An id that appears in two separate
+    runs is an error: sort the data by group first. Costs one host sync on CUDA.
+    """
+    group_ids = _check_tensor(group_ids, "group_ids")
+    if group_ids.dim() != 1:
+        raise ValueError(f"group_ids must be 1-D [N], got shape {tuple(group_ids.shape)}")
+    _check_integer(group_ids, "group_ids")
+    n = group_ids.numel()
+    if n == 0:
+        return torch.zeros(1, dtype=torch.int64, device=group_ids.device)
+    _, counts = torch.unique_consecutive(group_ids, return_counts=True)
+    if torch.unique(group_ids).numel() != counts.numel():
+        raise ValueError(
+            "group_ids must form contiguous runs (each group's items next to each other); "
+            "sort the items by group id first"
+        )
+    return offsets_from_lengths(counts, validate=False)
+
+
+def lengths_from_offsets(offsets: Tensor) -> Tensor:
+    """``offsets [B+1]`` -> ``lengths [B]``."""
+    return offsets[1:] - offsets[:-1]
+
+
+def segment_ids(offsets: Tensor, n: Optional[int] = None) -> Tensor:
+    """The list index of every item, ``[N]`` int64."""
+    lengths = lengths_from_offsets(offsets)
+    n = int(offsets[-1]) if n is None else n
+    return torch.repeat_interleave(
+        torch.arange(lengths.numel(), device=offsets.device), lengths, output_size=n
+    )
+
+
+def validate_offsets(offsets, n: int, *, device=None, name: str = "offsets") -> Tensor:
+    """Checks CSR offsets for ``n`` items; returns them. Raises TypeError/ValueError.
+
+    Value checks (start at 0, non-decreasing, end at n) read the data: one host sync on
+    CUDA, skipped while torch.compile traces.
+    """
+    offsets = _check_tensor(offsets, name)
+    if offsets.dtype != torch.int64:
+        raise TypeError(f"{name} must be int64, got {offsets.dtype}")
+    if offsets.dim() != 1 or offsets.numel() < 1:
+        raise ValueError(f"{name} must be 1-D with B+1 >= 1 entries, got shape {tuple(offsets.shape)}")
+    if device is not None and offsets.device != device:
+        raise ValueError(f"{name} must be on the device of scores ({device}), got {offsets.device}")
+    if _compiling():
+        return offsets
+    first, last, decreasing = torch.stack(
+        [offsets[0], offsets[-1], (offsets[1:] < offsets[:-1]).any().to(torch.int64)]
+    ).tolist()
+    if first != 0:
+        raise ValueError(f"{name} must start at 0, got {first}")
+    if decreasing:
+        raise ValueError(f"{name} must be non-decreasing")
+    if last != n:
+        raise ValueError(f"{name} must end at N = {n} (the number of items), got {last}")
+    return offsets
+
+
+def pack(padded: Tensor, *, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None):
+    """Padded ``[B, L]`` (+ ``lengths [B]`` or ``mask [B, L]``) -> ``(packed [N], offsets [B+1])``.
+
+    Items keep their row and their order within the row. The output size depends on the
+    data (one host sync on CUDA); the losses use a sync-free internal packing instead.
+    """
+    padded = _check_tensor(padded, "padded")
+    if padded.dim() != 2:
+        raise ValueError(f"padded must be 2-D [B, L], got shape {tuple(padded.shape)}")
+    mask = _padded_mask(padded, lengths, mask)
+    return padded[mask], offsets_from_lengths(mask.sum(1))
+
+
+def unpack(packed: Tensor, offsets: Tensor, *, max_len: Optional[int] = None, fill=0.0):
+    """``packed [N]`` + ``offsets [B+1]`` -> ``(padded [B, L], mask [B, L])``.
+
+    ``L`` is the longest list (or ``max_len``, which must be at least that); padding
+    positions hold ``fill``.
+    """
+    packed = _check_tensor(packed, "packed")
+    offsets = validate_offsets(offsets, packed.shape[0], device=packed.device)
+    lengths = lengths_from_offsets(offsets)
+    B = lengths.numel()
+    longest = int(lengths.max()) if B else 0
+    L = longest if max_len is None else int(max_len)
+    if L < longest:
+        raise ValueError(f"max_len ({L}) is shorter than the longest list ({longest})")
+    mask = torch.arange(L, device=packed.device)[None, :] < lengths[:, None]
+    out = packed.new_full((B, L) + tuple(packed.shape[1:]), fill)
+    out[mask] = packed
+    return out, mask
+
+
+def _padded_mask(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
+    B, L = scores.shape
+    if lengths is not None and mask is not None:
+        raise ValueError("give lengths or mask, not both")
+    if mask is not None:
+        mask = _check_tensor(mask, "mask")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
+        if mask.shape != scores.shape:
+            raise ValueError(f"mask must have the shape of scores {tuple(scores.shape)}, got {tuple(mask.shape)}")
+        if mask.device != scores.device:
+            raise ValueError(f"mask must be on the device of scores ({scores.device}), got {mask.device}")
+        return mask
+    if lengths is None:
+        return torch.ones(B, L, dtype=torch.bool, device=scores.device)
+    lengths = _check_tensor(lengths, "lengths")
+    _check_integer(lengths, "lengths")
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape [B] = ({B},) for padded scores, got {tuple(lengths.shape)}")
+    if lengths.device != scores.device:
+        raise ValueError(f"lengths must be on the device of scores ({scores.device}), got {lengths.device}")
+    if not _compiling() and B and bool(((lengths < 0) | (lengths > L)).any()):
+        raise ValueError(f"lengths must lie in [0, L] = [0, {L}]")
+    return torch.arange(L, device=scores.device)[None, :] < lengths[:, None]
+
+
+class PackedLists(NamedTuple):
+    """Inputs in the kernels' layout.
+
+    ``offsets`` may describe one list more than ``num_lists``: padded input is packed
+    without a host sync by moving the padding into a trailing list (labels 0, weight 0),
+    whose result the callers drop.
+    """
+
+    scores: Tensor
+    labels: Tensor
+    weights: Optional[Tensor]
+    offsets: Tensor
+    num_lists: int
+    padded_shape: Optional[tuple]  # (B, L) when the input was padded
+    scatter_index: Optional[Tensor]  # packed position of each padded element, [B*L]
+
+
+def _check_scores_labels(scores, labels, weights):
+    scores = _check_tensor(scores, "scores")
+    labels = _check_tensor(labels, "labels")
+    if not scores.dtype.is_floating_point:
+        raise TypeError(f"scores must be a floating tensor, got {scores.dtype}")
+    if labels.dtype.is_complex:
+        raise TypeError(f"labels must be real, got {labels.dtype}")
+    if scores.dim() not in (1, 2):
+        raise ValueError(f"scores must be packed [N] or padded [B, L], got shape {tuple(scores.shape)}")
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels must have the shape of scores {tuple(scores.shape)}, got {tuple(labels.shape)}")
+    if labels.device != scores.device:
+        raise ValueError(f"labels must be on the device of scores ({scores.device}), got {labels.device}")
+    if weights is not None:
+        weights = _check_tensor(weights, "weights")
+        if weights.shape != scores.shape:
+            raise ValueError(f"weights must have the shape of scores {tuple(scores.shape)}, got {tuple(weights.shape)}")
+        if weights.device != scores.device:
+            raise ValueError(f"weights must be on the device of scores ({scores.device}), got {weights.device}")
+        if weights.dtype.is_complex:
+            raise TypeError(f"weights must be real, got {weights.dtype}")
+    return scores, labels, weights
+
+
+def _check_label_values(labels: Tensor) -> None:
+    if _compiling() or labels.numel() == 0:
+        return
+    if labels.dtype.is_floating_point:
+        bad_neg, bad_nan = torch.stack([(labels < 0).any(), labels.isnan().any()]).tolist()
+    else:
+        bad_neg, bad_nan = bool((labels < 0).any()), False
+    if bad_nan:
+        raise ValueError("labels must not contain NaN")
+    if bad_neg:
+        raise ValueError("labels must be >= 0 (graded relevance)")
+
+
+def as_packed(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    weights: Optional[Tensor] = None,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    validate: bool = True,
+) -> PackedLists:
+    """Resolves any accepted layout to the kernels' packed layout, validating it."""
+    scores, labels, weights = _check_scores_labels(scores, labels, weights)
+    given = [n for n, v in (("offsets", offsets), ("lengths", lengths), ("mask", mask),
+                            ("group_ids", group_ids)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"give at most one of offsets, lengths, mask, group_ids; got {', '.join(given)}")
+    if validate:
+        _check_label_values(labels)
+
+    if scores.dim() == 2:
+        if offsets is not None or group_ids is not None:
+            raise ValueError("padded [B, L] scores take lengths= or mask=, not offsets=/group_ids=")
+        return _pack_padded(scores, labels, weights, _padded_mask(scores, lengths, mask))
+
+    if mask is not None:
+        raise ValueError("mask= goes with padded [B, L] scores; packed [N] scores take offsets=")
+    n = scores.shape[0]
+    if offsets is not None:
+        offsets = validate_offsets(offsets, n, device=scores.device) if validate else offsets
+    elif lengths is not None:
+        lengths = _check_tensor(lengths, "lengths")
+        if lengths.device != scores.device:
+            raise ValueError(f"lengths must be on the device of scores ({scores.device}), got {lengths.device}")
+        offsets = offsets_from_lengths(lengths, validate=validate)
+        if validate and not _compiling():
+            validate_offsets(offsets, n, name="lengths (their sum)")
+    elif group_ids is not None:
+        group_ids = _check_tensor(group_ids, "group_ids")
+        if group_ids.shape != scores.shape:
+            raise ValueError(f"group_ids must have the shape of scores {tuple(scores.shape)}, got {tuple(group_ids.shape)}")
+        if group_ids.device != scores.device:
+            raise ValueError(f"group_ids must be on the device of scores ({scores.device}), got {group_ids.device}")
+        offsets = offsets_from_group_ids(group_ids)
+    else:
+        offsets = torch.tensor([0, n], dtype=torch.int64, device=scores.device)
+    return PackedLists(scores, labels, weights, offsets, offsets.shape[0] - 1, None, None)
+
+
+def _pack_padded(scores: Tensor, labels: Tensor, weights: Optional[Tensor], mask: Tensor) -> PackedLists:
+    # Valid items first, in row-major order, then the padding as one trailing list; all
+    # shapes static (no host sync, traceable by torch.compile).
+    B, L = scores.shape
+    flat_mask = mask.reshape(-1)
+    lengths = mask.sum(1)
+    n_valid = lengths.sum()
+    valid_rank = torch.cumsum(flat_mask.to(torch.int64), 0) - 1
+    pad_rank = torch.cumsum((~flat_mask).to(torch.int64), 0) - 1
+    dest = torch.where(flat_mask, valid_rank, n_valid + pad_rank)
+    gather = torch.empty_like(dest).scatter_(0, dest, torch.arange(B * L, device=scores.device))
+    zero = torch.zeros(1, dtype=torch.int64, device=scores.device)
+    total = torch.full((1,), B * L, dtype=torch.int64, device=scores.device)
+    offsets = torch.cat([zero, torch.cumsum(lengths.to(torch.int64), 0), total])
+    packed_scores = scores.reshape(-1)[gather]
+    packed_labels = torch.where(mask, labels, torch.zeros_like(labels)).reshape(-1)[gather]
+    if weights is not None:
+        weights = torch.where(mask, weights, torch.zeros_like(weights)).reshape(-1)[gather]
+    return PackedLists(packed_scores, packed_labels, weights, offsets, B, (B, L), dest)
