@@ -27,7 +27,7 @@ RANKOPS_HD bool weight_uses_ndcg(PairWeight w) {
 // Logistic and soft 0-1 share e = exp(-|sigma d|) <= 1, so no overflow for any gap.
 template <PairFn F, typename T>
 RANKOPS_HD void pair_fn_value_slope(T d, T sigma, T margin, T& value, T& slope) {
-  if (F == PairFn::Hinge) {
+  if constexpr (F == PairFn::Hinge) {
     const T gap = margin - d;
     value = gap > T(0) ? gap : T(0);
     slope = gap > T(0) ? T(-1) : T(0);
@@ -38,7 +38,7 @@ RANKOPS_HD void pair_fn_value_slope(T d, T sigma, T margin, T& value, T& slope) 
   const T e = math::exp_nonpositive(-abs_z);
   const T inv_1pe = T(1) / (T(1) + e);
   const T sig_z = z >= T(0) ? inv_1pe : e * inv_1pe;  // sigmoid(z), stable
-  if (F == PairFn::Logistic) {
+  if constexpr (F == PairFn::Logistic) {
     value = (z > T(0) ? z : T(0)) + math::log1p_unit(e);  // softplus(z)
     slope = -sigma * sig_z;
   } else {  // SoftZeroOne

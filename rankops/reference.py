@@ -1,0 +1,165 @@
+"""Pure-PyTorch versions of every rankops op, written for clarity.
+
+They take the same arguments as the public functions and are the oracle of the tests and
+the baseline of the benchmarks. They pad every list to the longest one and build
+``[B, L, L]`` pair tensors, as the popular PyTorch ranking libraries do: exact but
+O(B L^2) memory. They are never used as a silent fallback for the kernels.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import segments
+from ._common import GAINS, PAIR_FNS, PAIR_WEIGHTS, REDUCTIONS, check_choice, check_float, check_k, reduce
+
+__all__ = [
+    "padded_lists",
+    "ranks",
+    "gains",
+    "discounts",
+    "ideal_dcg",
+    "pairwise_loss",
+    "ranknet_loss",
+    "pairwise_hinge_loss",
+    "pairwise_soft_zero_one_loss",
+    "lambdarank_loss",
+    "lambdaloss",
+]
+
+
+def padded_lists(scores, labels, weights=None, *, offsets=None, lengths=None, mask=None,
+                 group_ids=None):
+    """Any layout -> padded ``(scores, labels, weights, mask)``, each ``[B, L]``.
+
+    Padding holds score 0, label 0, weight 0 and mask False. Weights default to 1.
+    """
+    if scores.dim() == 2:
+        valid = segments._padded_mask(scores, lengths, mask)
+        w = torch.ones_like(scores) if weights is None else weights.to(scores.dtype)
+        zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
+        return (torch.where(valid, scores, zero), torch.where(valid, labels.to(scores.dtype), zero),
+                torch.where(valid, w, zero), valid)
+    lists = segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
+                               group_ids=group_ids)
+    w = torch.ones_like(scores) if weights is None else weights.to(scores.dtype)
+    S, valid = segments.unpack(scores, lists.offsets)
+    Y, _ = segments.unpack(labels.to(scores.dtype), lists.offsets)
+    W, _ = segments.unpack(w, lists.offsets)
+    return S, Y, W, valid
+
+
+def ranks(scores: Tensor, mask: Tensor) -> Tensor:
+    """1-based rank of each item by score descending, ties by position, padding last."""
+    keyed = torch.where(mask, scores, torch.full_like(scores, -float("inf")))
+    keyed = torch.where(keyed.isnan(), torch.full_like(keyed, -float("inf")), keyed)
+    order = torch.sort(keyed, dim=1, descending=True, stable=True).indices
+    r = torch.empty_like(order)
+    positions = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
+    return r.scatter_(1, order, positions)
+
+
+def gains(labels: Tensor, gain: str) -> Tensor:
+    """G(y) = 2^y - 1 (``"exp2"``) or y (``"linear"``)."""
+    return torch.exp2(labels) - 1 if gain == "exp2" else labels
+
+
+def discounts(rank: Tensor) -> Tensor:
+    """D(r) = 1 / log2(1 + r) for 1-based ranks."""
+    return 1.0 / torch.log2(1.0 + rank.to(torch.float64))
+
+
+def ideal_dcg(weighted_gain: Tensor, mask: Tensor, k: Optional[int]) -> Tensor:
+    """DCG@k of the ordering by w*G descending, per row."""
+    wg = torch.where(mask, weighted_gain, torch.zeros_like(weighted_gain))
+    ideal = torch.sort(wg, dim=1, descending=True).values
+    r = torch.arange(1, wg.shape[1] + 1, device=wg.device)
+    d = discounts(r).to(wg.dtype)
+    if k is not None:
+        d = torch.where(r <= k, d, torch.zeros_like(d))
+    return (ideal * d).sum(1)
+
+
+def _pair_fn(diff: Tensor, pair_fn: str, sigma: float, margin: float) -> Tensor:
+    if pair_fn == "logistic":
+        return F.softplus(-sigma * diff)
+    if pair_fn == "hinge":
+        return F.relu(margin - diff)
+    return torch.sigmoid(-sigma * diff)
+
+
+def _pair_weights(S, Y, W, valid, weight, k, mu, gain):
+    """lambda_ij for every (i, j) of every list, [B, L, L]; no gradient."""
+    dtype = S.dtype
+    if weight == "none":
+        return torch.ones(S.shape + S.shape[-1:], dtype=dtype, device=S.device)
+    if weight == "label_diff":
+        return (Y[:, :, None] - Y[:, None, :]).abs()
+    r = ranks(S, valid)
+    G = gains(Y, gain)
+    idcg = ideal_dcg(W * G, valid, k)
+    inv_idcg = torch.where(idcg > 0, 1.0 / idcg, torch.zeros_like(idcg))[:, None, None]
+    abs_dgain = (G[:, :, None] - G[:, None, :]).abs()
+    D = discounts(r)
+    if k is not None:
+        D = torch.where(r <= k, D, torch.zeros_like(D))
+    ndcg = abs_dgain * (D[:, :, None] - D[:, None, :]).abs().to(dtype) * inv_idcg
+    dist = (r[:, :, None] - r[:, None, :]).abs().clamp_min(1)
+    ndcg2 = abs_dgain * (discounts(dist) - discounts(dist + 1)).abs().to(dtype) * inv_idcg
+    if weight == "ndcg":
+        return ndcg
+    if weight == "ndcg2":
+        return ndcg2
+    return ndcg + mu * ndcg2
+
+
+def pairwise_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                  weights=None, pair_fn="logistic", weight="none", sigma=1.0, margin=1.0, k=None,
+                  mu=5.0, gain="exp2", reduction="mean"):
+    """Reference of :func:`rankops.pairwise_loss` (same arguments, same semantics)."""
+    check_choice("pair_fn", pair_fn, PAIR_FNS)
+    check_choice("weight", weight, PAIR_WEIGHTS)
+    check_choice("gain", gain, GAINS)
+    check_choice("reduction", reduction, REDUCTIONS)
+    k = check_k(k)
+    sigma, margin, mu = check_float("sigma", sigma), check_float("margin", margin), check_float("mu", mu)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    both = valid[:, :, None] & valid[:, None, :]
+    pairs = (Y[:, :, None] > Y[:, None, :]) & both  # (i, j): i more relevant than j
+    with torch.no_grad():
+        lam = _pair_weights(S.detach(), Y, W, valid, weight, k, mu, gain)
+        evaluated = pairs
+        if k is not None:
+            r = ranks(S.detach(), valid)
+            evaluated = pairs & ((r[:, :, None] <= k) | (r[:, None, :] <= k))
+    phi = _pair_fn(S[:, :, None] - S[:, None, :], pair_fn, sigma, margin)
+    terms = W[:, :, None] * lam * phi
+    per_list = torch.where(evaluated, terms, torch.zeros_like(terms)).sum((1, 2))
+    return reduce(per_list, reduction, pairs.sum())
+
+
+def ranknet_loss(scores, labels, *, sigma=1.0, **kwargs):
+    return pairwise_loss(scores, labels, pair_fn="logistic", weight="none", sigma=sigma, **kwargs)
+
+
+def pairwise_hinge_loss(scores, labels, *, margin=1.0, **kwargs):
+    return pairwise_loss(scores, labels, pair_fn="hinge", weight="none", margin=margin, **kwargs)
+
+
+def pairwise_soft_zero_one_loss(scores, labels, *, sigma=1.0, **kwargs):
+    return pairwise_loss(scores, labels, pair_fn="soft_zero_one", weight="none", sigma=sigma, **kwargs)
+
+
+def lambdarank_loss(scores, labels, *, sigma=1.0, k=None, gain="exp2", **kwargs):
+    return pairwise_loss(scores, labels, pair_fn="logistic", weight="ndcg", sigma=sigma, k=k,
+                         gain=gain, **kwargs)
+
+
+def lambdaloss(scores, labels, *, variant="ndcg2pp", sigma=1.0, k=None, mu=5.0, gain="exp2", **kwargs):
+    check_choice("variant", variant, ("ndcg2", "ndcg2pp"))
+    return pairwise_loss(scores, labels, pair_fn="logistic", weight=variant, sigma=sigma, k=k,
+                         mu=mu, gain=gain, **kwargs)
