@@ -1,7 +1,7 @@
 """rankops: learning-to-rank losses and metrics for PyTorch, with C++/CUDA kernels over
 packed, variable-length lists. See README.md and DESIGN (docs/) for the semantics."""
 from . import _ops  # loads rankops._C first, then fake kernels and autograd
-from . import segments
+from . import nn, reference, segments
 from .losses import (
     lambdaloss,
     lambdarank_loss,
@@ -32,6 +32,8 @@ def build_info() -> dict:
 __all__ = [
     "build_info",
     "segments",
+    "reference",
+    "nn",
     "pairwise_loss",
     "ranknet_loss",
     "pairwise_hinge_loss",

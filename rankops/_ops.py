@@ -44,18 +44,41 @@ def _pairwise_loss_backward_fake(grad_loss, item_grad, offsets):
 
 # ---- autograd: the forward already computed d loss_b / d s_i ------------------------
 
+class _NoDoubleBackward(torch.autograd.Function):
+    """Identity on a returned gradient whose own backward raises: the loss kernels
+    give first derivatives only, and a silent zero Hessian would be wrong."""
+
+    @staticmethod
+    def forward(ctx, grad, scores):
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(
+            "rankops: double backward (differentiating the gradient of a rankops loss, "
+            "e.g. create_graph=True) is not supported"
+        )
+
+
 def _setup_list_loss(ctx, inputs, output):
     scores, offsets = inputs[0], inputs[2]
     item_grad = output[1]
     ctx.mark_non_differentiable(item_grad, output[2])
     ctx.save_for_backward(item_grad, offsets)
     ctx.scores_dtype = scores.dtype
+    ctx.scores = scores  # only to attach the no-double-backward guard
+
+
+def _scaled_item_grad(ctx, grad_loss):
+    item_grad, offsets = ctx.saved_tensors
+    grad_scores = ops.pairwise_loss_backward(grad_loss, item_grad, offsets).to(ctx.scores_dtype)
+    if torch.is_grad_enabled() and ctx.scores.requires_grad:  # create_graph=True
+        grad_scores = _NoDoubleBackward.apply(grad_scores, ctx.scores)
+    return grad_scores
 
 
 def _pairwise_loss_backward(ctx, grad_loss, _grad_item, _grad_pairs):
-    item_grad, offsets = ctx.saved_tensors
-    grad_scores = ops.pairwise_loss_backward(grad_loss, item_grad, offsets).to(ctx.scores_dtype)
-    return (grad_scores,) + (None,) * 11
+    return (_scaled_item_grad(ctx, grad_loss),) + (None,) * 11
 
 
 torch.library.register_autograd(

@@ -1,0 +1,35 @@
+import os
+
+import pytest
+import torch
+
+import rankops
+
+
+def _cuda_usable() -> bool:
+    return torch.cuda.is_available() and rankops.build_info()["cuda"]
+
+
+DEVICES = ["cpu"] + (["cuda"] if _cuda_usable() else [])
+ALL_DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not _cuda_usable(), reason="needs a GPU and a CUDA build")),
+]
+
+
+@pytest.fixture(params=ALL_DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def pytest_report_header(config):
+    info = rankops.build_info()
+    return (f"rankops build: cuda={info['cuda']} archs={info['cuda_archs']} openmp={info['openmp']} "
+            f"cpu_flags='{info['cpu_flags']}' torch(built)={info['torch']} torch(run)={torch.__version__} "
+            f"gpu={'yes' if torch.cuda.is_available() else 'no'} "
+            f"RANKOPS_EXPECT_CUDA={os.environ.get('RANKOPS_EXPECT_CUDA', '')}")

@@ -1,0 +1,485 @@
+"""The pairwise family (RankNet, hinge, soft 0-1, LambdaRank, LambdaLoss) on every device."""
+import math
+
+import pytest
+import torch
+
+import rankops
+from rankops import reference
+from lists import EDGE_LENGTHS, random_batch
+
+PAIR_FNS = ["logistic", "hinge", "soft_zero_one"]
+WEIGHTS = ["none", "label_diff", "ndcg", "ndcg2", "ndcg2pp"]
+
+
+# --------------------------------------------------------------------------------------
+# A 4-item list worked by hand: scores (0.8, -0.4, 1.5, 0.1), labels (3, 2, 1, 0).
+# Sorted by score: 1.5 (item 2), 0.8 (item 0), 0.1 (item 3), -0.4 (item 1), so the
+# 1-based ranks are (2, 4, 1, 3). Every pair (i, j) with i < j has y_i > y_j.
+HAND_SCORES = [0.8, -0.4, 1.5, 0.1]
+HAND_LABELS = [3.0, 2.0, 1.0, 0.0]
+HAND_RANKS = [2, 4, 1, 3]
+
+
+def _D(r):
+    return 1.0 / math.log2(1.0 + r)
+
+
+def _phi_and_slope(fn, d, sigma=1.0, margin=1.0):
+    if fn == "logistic":
+        return math.log1p(math.exp(-sigma * d)), -sigma / (1.0 + math.exp(sigma * d))
+    if fn == "hinge":
+        return max(0.0, margin - d), (-1.0 if margin - d > 0 else 0.0)
+    p = 1.0 / (1.0 + math.exp(sigma * d))  # sigmoid(-sigma d)
+    return p, -sigma * p * (1.0 - p)
+
+
+def _hand_loss_and_grad(fn, weight, k=None, w=(1.0, 1.0, 1.0, 1.0), mu=5.0):
+    s, y, r = HAND_SCORES, HAND_LABELS, HAND_RANKS
+    G = [2.0 ** v - 1.0 for v in y]  # (7, 3, 1, 0)
+    ideal = sorted((wi * gi for wi, gi in zip(w, G)), reverse=True)
+    cut = 4 if k is None else min(k, 4)
+    idcg = sum(ideal[p] * _D(p + 1) for p in range(cut))
+    Dk = [(_D(ri) if k is None or ri <= k else 0.0) for ri in r]
+    loss, grad = 0.0, [0.0] * 4
+    for i in range(4):
+        for j in range(i + 1, 4):  # y_i > y_j for every i < j here
+            if k is not None and min(r[i], r[j]) > k:
+                continue
+            dist = abs(r[i] - r[j])
+            ndcg = abs(G[i] - G[j]) * abs(Dk[i] - Dk[j]) / idcg
+            ndcg2 = abs(G[i] - G[j]) * abs(_D(dist) - _D(dist + 1)) / idcg
+            lam = {"none": 1.0, "label_diff": y[i] - y[j], "ndcg": ndcg, "ndcg2": ndcg2,
+                   "ndcg2pp": ndcg + mu * ndcg2}[weight]
+            phi, slope = _phi_and_slope(fn, s[i] - s[j])
+            loss += w[i] * lam * phi
+            grad[i] += w[i] * lam * slope
+            grad[j] -= w[i] * lam * slope
+    return loss, grad
+
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 2])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_hand_worked_list(device, fn, weight, k, with_weights):
+    w = (1.0, 2.0, 0.5, 3.0) if with_weights else (1.0, 1.0, 1.0, 1.0)
+    expected_loss, expected_grad = _hand_loss_and_grad(fn, weight, k, w)
+    s = torch.tensor(HAND_SCORES, dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.tensor(HAND_LABELS, dtype=torch.float64, device=device)
+    kw = {"weights": torch.tensor(w, dtype=torch.float64, device=device)} if with_weights else {}
+    loss = rankops.pairwise_loss(s, y, pair_fn=fn, weight=weight, k=k, reduction="sum", **kw)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-12, abs=1e-14)
+    assert s.grad.tolist() == pytest.approx(expected_grad, rel=1e-12, abs=1e-14)
+    # 6 pairs with y_i > y_j, whatever k leaves out
+    mean = rankops.pairwise_loss(s.detach(), y, pair_fn=fn, weight=weight, k=k, **kw)
+    assert mean.item() == pytest.approx(expected_loss / 6, rel=1e-12, abs=1e-14)
+
+
+def test_golden_ranknet_value_from_design_notes(device):
+    # shared/notes/kernel_design.md appendix: scores (0.5, 1.2, -0.3, 0.0), labels
+    # (3, 0, 1, 2): RankNet (sigma 1) loss 5.667415, gradient confirmed by finite differences.
+    s = torch.tensor([0.5, 1.2, -0.3, 0.0], dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.tensor([3.0, 0.0, 1.0, 2.0], dtype=torch.float64, device=device)
+    loss = rankops.ranknet_loss(s, y, reduction="sum")
+    loss.backward()
+    assert loss.item() == pytest.approx(5.667415, abs=1e-6)
+    assert s.grad.tolist() == pytest.approx([-1.355754, 2.254287, -0.081991, -0.816542], abs=1e-6)
+
+
+def test_named_shortcuts_match_the_general_op(device):
+    s, y, off = random_batch([5, 9, 1, 12], device=device)
+    pl = rankops.pairwise_loss
+    assert torch.equal(rankops.ranknet_loss(s, y, offsets=off), pl(s, y, offsets=off))
+    assert torch.equal(rankops.pairwise_hinge_loss(s, y, offsets=off, margin=0.5),
+                       pl(s, y, offsets=off, pair_fn="hinge", margin=0.5))
+    assert torch.equal(rankops.pairwise_soft_zero_one_loss(s, y, offsets=off),
+                       pl(s, y, offsets=off, pair_fn="soft_zero_one"))
+    assert torch.equal(rankops.lambdarank_loss(s, y, offsets=off, k=3),
+                       pl(s, y, offsets=off, weight="ndcg", k=3))
+    assert torch.equal(rankops.lambdaloss(s, y, offsets=off, variant="ndcg2"),
+                       pl(s, y, offsets=off, weight="ndcg2"))
+    assert torch.equal(rankops.lambdaloss(s, y, offsets=off, mu=2.0),
+                       pl(s, y, offsets=off, weight="ndcg2pp", mu=2.0))
+
+
+# --------------------------------------------------------------------------------------
+# Agreement with rankops.reference on random layouts.
+
+def _compare(device, dtype, lengths, fn, weight, k, *, ties=False, weights=False, grades=5,
+             rtol=1e-9, atol=1e-11, sigma=1.0, gain="exp2"):
+    batch = random_batch(lengths, dtype=dtype, device=device, ties=ties, weights=weights,
+                         grades=grades, seed=len(lengths) + (k or 0))
+    s, y, off = batch[:3]
+    kw = {"weights": batch[3]} if weights else {}
+    opts = dict(pair_fn=fn, weight=weight, k=k, sigma=sigma, gain=gain, reduction="none", **kw)
+    s1 = s.clone().requires_grad_()
+    s2 = s.clone().requires_grad_()
+    got = rankops.pairwise_loss(s1, y, offsets=off, **opts)
+    want = reference.pairwise_loss(s2, y, offsets=off, **opts)
+    v = torch.rand(got.shape, dtype=torch.float64, device=device)  # honour grad_output
+    (got.double() * v).sum().backward()
+    (want.double() * v).sum().backward()
+    scale = want.abs().max().item() if want.numel() else 1.0
+    torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol * max(scale, 1.0))
+    gscale = s2.grad.abs().max().item() if s2.numel() else 1.0
+    torch.testing.assert_close(s1.grad.double(), s2.grad.double(), rtol=rtol,
+                               atol=atol * max(gscale, 1.0))
+
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 1, 3, 40])
+def test_matches_reference_edge_lengths(device, fn, weight, k):
+    _compare(device, torch.float64, EDGE_LENGTHS, fn, weight, k, weights=True)
+
+
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 2, 7])
+def test_matches_reference_with_score_and_label_ties(device, weight, k):
+    _compare(device, torch.float64, [6, 17, 33, 50], "logistic", weight, k, ties=True, grades=2)
+
+
+@pytest.mark.parametrize("weight", ["none", "ndcg", "ndcg2pp"])
+def test_all_equal_labels_give_zero(device, weight):
+    s = torch.randn(10, dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.full((10,), 2.0, dtype=torch.float64, device=device)
+    loss = rankops.pairwise_loss(s, y, weight=weight)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(s.grad) == 0
+
+
+@pytest.mark.parametrize("weight", ["none", "ndcg", "ndcg2pp"])
+@pytest.mark.parametrize("k", [None, 1, 10, 500, 2000])
+def test_long_list_matches_reference(device, weight, k):
+    _compare(device, torch.float64, [2000], "logistic", weight, k, rtol=1e-8)
+
+
+@pytest.mark.parametrize("k", [None, 5])
+def test_chunked_long_list_matches_reference(device, k):
+    # 2900 items: 4.2e6 pairs, more than one chunk of rows on the CPU
+    _compare(device, torch.float64, [2900], "logistic", "ndcg", k, rtol=1e-8)
+
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", ["none", "ndcg", "ndcg2pp"])
+def test_float32_matches_float64_reference(device, fn, weight):
+    lengths = [1, 5, 30, 120, 0, 300]
+    s, y, off = random_batch(lengths, dtype=torch.float32, device=device)
+    s1 = s.clone().requires_grad_()
+    got = rankops.pairwise_loss(s1, y, offsets=off, pair_fn=fn, weight=weight, reduction="sum")
+    got.backward()
+    s2 = s.double().requires_grad_()
+    want = reference.pairwise_loss(s2, y, offsets=off, pair_fn=fn, weight=weight, reduction="sum")
+    want.backward()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=2e-5, atol=1e-5)
+    torch.testing.assert_close(s1.grad.double(), s2.grad, rtol=1e-4, atol=1e-5 * s2.grad.abs().max().item())
+
+
+def test_linear_gain_and_sigma(device):
+    _compare(device, torch.float64, [9, 4, 20], "logistic", "ndcg", 4, gain="linear", sigma=2.5)
+    _compare(device, torch.float64, [9, 4, 20], "soft_zero_one", "ndcg2pp", None, gain="linear", sigma=0.3)
+
+
+# --------------------------------------------------------------------------------------
+# Reductions, edge cases, layouts.
+
+def test_reductions(device):
+    s, y, off = random_batch([4, 0, 6, 1], device=device)
+    per_list = rankops.pairwise_loss(s, y, offsets=off, reduction="none")
+    assert per_list.shape == (4,)
+    assert per_list[1].item() == 0.0 and per_list[3].item() == 0.0
+    total = rankops.pairwise_loss(s, y, offsets=off, reduction="sum")
+    mean = rankops.pairwise_loss(s, y, offsets=off)
+    yy = y.tolist()
+    pairs = sum(
+        1 for a, b in ((0, 4), (4, 10)) for i in range(a, b) for j in range(a, b) if yy[i] > yy[j]
+    )
+    torch.testing.assert_close(total, per_list.sum())
+    torch.testing.assert_close(mean, total / pairs)
+
+
+@pytest.mark.parametrize("lengths", [[], [0], [0, 0, 1], [1]])
+def test_no_pairs_gives_zero_not_nan(device, lengths):
+    s, y, off = random_batch(lengths, device=device)
+    s.requires_grad_()
+    for reduction in ("mean", "sum"):
+        loss = rankops.lambdarank_loss(s, y, offsets=off, reduction=reduction)
+        assert loss.item() == 0.0
+        loss.backward()
+    assert rankops.ranknet_loss(s, y, offsets=off, reduction="none").shape == (len(lengths),)
+
+
+def test_no_relevant_item_gives_zero_lambda(device):
+    s = torch.randn(5, dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.zeros(5, dtype=torch.float64, device=device)
+    loss = rankops.lambdarank_loss(s, y)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(s.grad) == 0
+
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_huge_score_gaps_stay_finite(device, fn, weight, dtype):
+    s = torch.tensor([1e4, -1e4, 0.0, 5e3, -5e3, 1e4], device=device).to(dtype).requires_grad_()
+    y = torch.tensor([0.0, 3.0, 1.0, 2.0, 4.0, 1.0], device=device)
+    loss = rankops.pairwise_loss(s, y, pair_fn=fn, weight=weight, reduction="sum")
+    loss.backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(s.grad).all()
+    if fn == "logistic" and weight == "none" and dtype == torch.float64:
+        ref = reference.pairwise_loss(s.detach(), y, pair_fn=fn, weight=weight, reduction="sum")
+        torch.testing.assert_close(loss, ref)
+
+
+def test_k_at_least_n_equals_no_truncation(device):
+    s, y, off = random_batch([3, 8, 5], device=device)
+    for weight in WEIGHTS:
+        a = rankops.pairwise_loss(s, y, offsets=off, weight=weight, reduction="none")
+        b = rankops.pairwise_loss(s, y, offsets=off, weight=weight, k=8, reduction="none")
+        c = rankops.pairwise_loss(s, y, offsets=off, weight=weight, k=100, reduction="none")
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("weight", ["none", "ndcg2pp"])
+def test_layouts_agree(device, weight):
+    lengths = torch.tensor([3, 0, 5, 1, 4], device=device)
+    s, y, off = random_batch(lengths.tolist(), device=device)
+    w = torch.rand_like(s) + 0.5
+    opts = dict(weight=weight, k=3, reduction="none")
+    packed = rankops.pairwise_loss(s, y, offsets=off, weights=w, **opts)
+    by_lengths = rankops.pairwise_loss(s, y, lengths=lengths, weights=w, **opts)
+    ids = torch.repeat_interleave(torch.tensor([10, 11, 12, 13, 14], device=device), lengths)
+    by_ids = rankops.pairwise_loss(s, y, group_ids=ids, weights=w, **opts)
+    S, mask = rankops.segments.unpack(s, off, fill=123.0)
+    Y, _ = rankops.segments.unpack(y, off, fill=-5.0)  # padding values must not matter
+    W, _ = rankops.segments.unpack(w, off)
+    padded_mask = rankops.pairwise_loss(S, Y.abs(), mask=mask, weights=W, **opts)
+    padded_len = rankops.pairwise_loss(S, Y.abs(), lengths=lengths, weights=W, **opts)
+    one_by_one = torch.stack([
+        rankops.pairwise_loss(s[a:b], y[a:b], weights=w[a:b], **opts)[0]
+        for a, b in zip(off[:-1].tolist(), off[1:].tolist())
+    ])
+    by_ids_expected = packed[lengths > 0]  # empty groups have no ids
+    for other in (by_lengths, padded_mask, padded_len, one_by_one):
+        torch.testing.assert_close(other, packed, rtol=0, atol=0)
+    torch.testing.assert_close(by_ids, by_ids_expected, rtol=0, atol=0)
+
+
+def test_padded_gradients_reach_only_valid_items(device):
+    S = torch.randn(2, 4, dtype=torch.float64, device=device, requires_grad=True)
+    Y = torch.tensor([[2.0, 0.0, 1.0, 9.0], [0.0, 1.0, 7.0, 7.0]], dtype=torch.float64, device=device)
+    lengths = torch.tensor([3, 2], device=device)
+    rankops.lambdarank_loss(S, Y, lengths=lengths).backward()
+    assert S.grad[0, 3].item() == 0.0 and S.grad[1, 2:].abs().sum().item() == 0.0
+    S2 = S.detach().clone().requires_grad_()
+    reference.lambdarank_loss(S2, Y, lengths=lengths).backward()
+    torch.testing.assert_close(S.grad, S2.grad)
+
+
+def test_padded_full_rows_without_lengths(device):
+    S = torch.randn(3, 5, dtype=torch.float64, device=device)
+    Y = torch.randint(0, 3, (3, 5), device=device).double()
+    got = rankops.ranknet_loss(S, Y, reduction="none")
+    want = torch.stack([rankops.ranknet_loss(S[b], Y[b], reduction="sum") for b in range(3)])
+    torch.testing.assert_close(got, want)
+
+
+def test_ties_broken_by_position(device):
+    # Scores tie: item order decides ranks, so the ndcg weights differ by input order
+    # (the example of shared/notes/kernel_design.md).
+    s = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64, device=device)
+    a = rankops.lambdarank_loss(s, torch.tensor([0.0, 2.0, 1.0], device=device), reduction="sum")
+    b = rankops.lambdarank_loss(s, torch.tensor([2.0, 0.0, 1.0], device=device), reduction="sum")
+    ra = reference.lambdarank_loss(s, torch.tensor([0.0, 2.0, 1.0], device=device), reduction="sum")
+    rb = reference.lambdarank_loss(s, torch.tensor([2.0, 0.0, 1.0], device=device), reduction="sum")
+    assert a.item() != pytest.approx(b.item())
+    torch.testing.assert_close(a, ra)
+    torch.testing.assert_close(b, rb)
+
+
+def test_deterministic_and_thread_count_independent():
+    s, y, off = random_batch([2900, 40, 700, 3], dtype=torch.float32)
+    s.requires_grad_()
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 1, 2):
+            torch.set_num_threads(n)
+            s.grad = None
+            loss = rankops.lambdaloss(s, y, offsets=off, reduction="none")
+            loss.sum().backward()
+            results.append((loss.detach().clone(), s.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+def test_no_grad_and_detached_inputs(device):
+    s, y, off = random_batch([5, 6], device=device)
+    with torch.no_grad():
+        a = rankops.ranknet_loss(s.clone().requires_grad_(), y, offsets=off)
+    b = rankops.ranknet_loss(s, y, offsets=off)
+    assert not a.requires_grad and torch.equal(a, b)
+
+
+def test_double_backward_is_a_clear_error(device):
+    s, y, off = random_batch([5, 6], device=device)
+    s.requires_grad_()
+    loss = rankops.ranknet_loss(s, y, offsets=off)
+    (g,) = torch.autograd.grad(loss, s, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+
+# --------------------------------------------------------------------------------------
+# Low precision: no worse than the reference run in the same dtype.
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("weight", ["none", "ndcg"])
+def test_low_precision_no_worse_than_reference(device, dtype, weight):
+    s64, y, off = random_batch([20, 50, 7, 100], device=device)
+    truth = reference.pairwise_loss(s64.to(dtype).double(), y, offsets=off, weight=weight, reduction="none")
+    s_low = s64.to(dtype)
+    got = rankops.pairwise_loss(s_low, y, offsets=off, weight=weight, reduction="none")
+    ref_low = reference.pairwise_loss(s_low, y.to(dtype), offsets=off, weight=weight, reduction="none")
+    err_got = (got.double() - truth).abs().max().item()
+    err_ref = (ref_low.double() - truth).abs().max().item()
+    assert got.dtype == torch.float32
+    assert err_got <= err_ref + 1e-4 * truth.abs().max().item()
+    s_req = s_low.clone().requires_grad_()
+    rankops.pairwise_loss(s_req, y, offsets=off, weight=weight).backward()
+    assert s_req.grad.dtype == dtype and torch.isfinite(s_req.grad.float()).all()
+
+
+# --------------------------------------------------------------------------------------
+# Gradients and registration.
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", WEIGHTS)
+def test_gradcheck(device, fn, weight):
+    s, y, off, w = random_batch([4, 0, 7, 1, 5], device=device, weights=True)
+    s = (s * 3).requires_grad_()  # well separated: eps never reorders a list
+
+    def f(x):
+        return rankops.pairwise_loss(x, y, offsets=off, weights=w, pair_fn=fn, weight=weight,
+                                     k=3, reduction="none")
+
+    assert torch.autograd.gradcheck(f, (s,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck(device, requires_grad, dtype):
+    s, y, off, w = random_batch([3, 0, 6, 1], device=device, dtype=dtype, weights=True)
+    s.requires_grad_(requires_grad)
+    for fn, weight, k in (("logistic", "ndcg", None), ("hinge", "none", 2), ("soft_zero_one", "ndcg2pp", 1)):
+        args = (s, y, off, w if weight == "none" else None, fn, weight, 1.0, 1.0, k, 5.0, "exp2",
+                requires_grad)
+        torch.library.opcheck(torch.ops.rankops.pairwise_loss.default, args)
+    grad = torch.rand(4, dtype=dtype, device=device)
+    item = torch.rand(10, dtype=dtype, device=device)
+    torch.library.opcheck(torch.ops.rankops.pairwise_loss_backward.default, (grad, item, off))
+
+
+def test_torch_compile_fullgraph_model_and_loss(device):
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).to(device)
+    x = torch.randn(20, 6, device=device)
+    y = torch.randint(0, 3, (20,), device=device).float()
+    off = torch.tensor([0, 5, 5, 12, 20], device=device)
+    X = torch.randn(3, 7, 6, device=device)
+    Y = torch.randint(0, 3, (3, 7), device=device).float()
+    lengths = torch.tensor([7, 2, 5], device=device)
+
+    def step(x, y, off, X, Y, lengths):
+        packed = rankops.lambdarank_loss(model(x).squeeze(-1), y, offsets=off, k=5)
+        padded = rankops.ranknet_loss(model(X).squeeze(-1), Y, lengths=lengths)
+        return packed + padded
+
+    compiled = torch.compile(step, fullgraph=True)
+    eager = step(x, y, off, X, Y, lengths)
+    got = compiled(x, y, off, X, Y, lengths)
+    torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-6)
+    got.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager.backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Bad input: clear errors that name the argument.
+
+def _ok():
+    return torch.randn(6), torch.tensor([0.0, 1, 2, 0, 1, 0]), torch.tensor([0, 3, 6])
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(offsets=torch.tensor([0, 3, 6], dtype=torch.int32)), TypeError, "offsets must be int64"),
+        (dict(offsets=torch.tensor([1, 3, 6])), ValueError, "offsets must start at 0"),
+        (dict(offsets=torch.tensor([0, 4, 3, 6])), ValueError, "offsets must be non-decreasing"),
+        (dict(offsets=torch.tensor([0, 3, 5])), ValueError, "offsets must end at N = 6"),
+        (dict(labels=torch.tensor([0.0, 1, 2])), ValueError, "labels must have the shape of scores"),
+        (dict(labels=torch.tensor([0.0, -1, 2, 0, 1, 0])), ValueError, "labels must be >= 0"),
+        (dict(labels=torch.tensor([0.0, float("nan"), 2, 0, 1, 0])), ValueError, "labels must not contain NaN"),
+        (dict(scores=torch.arange(6)), TypeError, "scores must be a floating tensor"),
+        (dict(scores=torch.randn(1, 2, 3)), ValueError, "scores must be packed"),
+        (dict(weights=torch.ones(5)), ValueError, "weights must have the shape of scores"),
+        (dict(labels=torch.zeros(6, device="meta")), ValueError, "labels must be on the device of scores"),
+        (dict(k=0), ValueError, "k must be >= 1"),
+        (dict(k=2.5), TypeError, "k must be an int"),
+        (dict(pair_fn="exp"), ValueError, "pair_fn must be one of"),
+        (dict(weight="dcg"), ValueError, "weight must be one of"),
+        (dict(gain="log"), ValueError, "gain must be one of"),
+        (dict(reduction="avg"), ValueError, "reduction must be one of"),
+        (dict(lengths=torch.tensor([3, 3])), ValueError, "at most one of offsets, lengths"),
+        (dict(mask=torch.ones(6, dtype=torch.bool), offsets=None), ValueError, "mask= goes with padded"),
+    ],
+)
+def test_bad_input(change, error, match):
+    s, y, off = _ok()
+    kwargs = dict(scores=s, labels=y, offsets=off)
+    kwargs.update(change)
+    with pytest.raises(error, match=match):
+        rankops.pairwise_loss(kwargs.pop("scores"), kwargs.pop("labels"), **kwargs)
+
+
+def test_bad_padded_input():
+    S, Y = torch.randn(2, 3), torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, L\]"):
+        rankops.ranknet_loss(S, Y, lengths=torch.tensor([4, 1]))
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        rankops.ranknet_loss(S, Y, mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="padded .* take lengths= or mask="):
+        rankops.ranknet_loss(S, Y, offsets=torch.tensor([0, 6]))
+
+
+def test_direct_op_call_checks_offsets_in_cpp():
+    s, y, _ = _ok()
+    with pytest.raises(RuntimeError, match="offsets must end at N"):
+        torch.ops.rankops.pairwise_loss(s, y, torch.tensor([0, 3, 5]), None, "logistic", "none",
+                                        1.0, 1.0, None, 5.0, "exp2", False)
+    with pytest.raises(RuntimeError, match="pair_fn must be"):
+        torch.ops.rankops.pairwise_loss(s, y, torch.tensor([0, 6]), None, "bogus", "none",
+                                        1.0, 1.0, None, 5.0, "exp2", False)
+
+
+def test_nn_modules_match_functions(device):
+    s, y, off = random_batch([4, 7], device=device)
+    assert torch.equal(rankops.nn.LambdaRankLoss(k=3)(s, y, offsets=off),
+                       rankops.lambdarank_loss(s, y, offsets=off, k=3))
+    assert torch.equal(rankops.nn.PairwiseLoss(pair_fn="hinge", reduction="sum")(s, y, offsets=off),
+                       rankops.pairwise_loss(s, y, offsets=off, pair_fn="hinge", reduction="sum"))
+    assert torch.equal(rankops.nn.LambdaLoss(variant="ndcg2")(s, y, offsets=off),
+                       rankops.lambdaloss(s, y, offsets=off, variant="ndcg2"))
+    assert torch.equal(rankops.nn.RankNetLoss()(s, y, offsets=off), rankops.ranknet_loss(s, y, offsets=off))
+    assert "k=3" in repr(rankops.nn.LambdaRankLoss(k=3))

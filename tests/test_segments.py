@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from rankops import segments
+
+
+def test_offsets_from_lengths_and_back():
+    lengths = torch.tensor([3, 0, 2, 1])
+    offsets = segments.offsets_from_lengths(lengths)
+    assert offsets.dtype == torch.int64
+    assert offsets.tolist() == [0, 3, 3, 5, 6]
+    assert segments.lengths_from_offsets(offsets).tolist() == [3, 0, 2, 1]
+    assert segments.offsets_from_group_sizes(torch.tensor([2, 2])).tolist() == [0, 2, 4]
+
+
+def test_offsets_from_group_ids_runs():
+    ids = torch.tensor([7, 7, 7, 2, 2, 9])
+    assert segments.offsets_from_group_ids(ids).tolist() == [0, 3, 5, 6]
+    assert segments.offsets_from_group_ids(torch.tensor([], dtype=torch.int64)).tolist() == [0]
+
+
+def test_group_ids_not_contiguous_is_an_error():
+    with pytest.raises(ValueError, match="group_ids must form contiguous runs"):
+        segments.offsets_from_group_ids(torch.tensor([1, 1, 2, 1]))
+
+
+def test_segment_ids():
+    offsets = torch.tensor([0, 2, 2, 5])
+    assert segments.segment_ids(offsets).tolist() == [0, 0, 2, 2, 2]
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_pack_unpack_roundtrip(use_mask):
+    padded = torch.arange(12.0).reshape(3, 4)
+    lengths = torch.tensor([2, 0, 4])
+    mask = torch.arange(4)[None, :] < lengths[:, None]
+    packed, offsets = (segments.pack(padded, mask=mask) if use_mask
+                       else segments.pack(padded, lengths=lengths))
+    assert packed.tolist() == [0.0, 1.0, 8.0, 9.0, 10.0, 11.0]
+    assert offsets.tolist() == [0, 2, 2, 6]
+    back, back_mask = segments.unpack(packed, offsets, fill=-1.0)
+    assert back_mask.tolist() == mask.tolist()
+    assert back.tolist() == [[0.0, 1.0, -1.0, -1.0], [-1.0] * 4, [8.0, 9.0, 10.0, 11.0]]
+
+
+def test_unpack_max_len():
+    back, _ = segments.unpack(torch.tensor([1.0, 2.0]), torch.tensor([0, 2]), max_len=3)
+    assert back.shape == (1, 3)
+    with pytest.raises(ValueError, match="max_len"):
+        segments.unpack(torch.tensor([1.0, 2.0]), torch.tensor([0, 2]), max_len=1)
+
+
+def test_internal_padded_packing_moves_padding_to_a_trailing_list():
+    scores = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    labels = torch.tensor([[1, 0, 0], [2, 1, 0]])
+    lists = segments.as_packed(scores, labels, lengths=torch.tensor([1, 2]))
+    assert lists.num_lists == 2
+    assert lists.offsets.tolist() == [0, 1, 3, 6]
+    assert lists.scores.tolist() == [1.0, 4.0, 5.0, 2.0, 3.0, 6.0]
+    assert lists.labels.tolist() == [1, 2, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "offsets, error, match",
+    [
+        (torch.tensor([0, 2, 4], dtype=torch.int32), TypeError, "offsets must be int64"),
+        (torch.tensor([1, 2, 4]), ValueError, "offsets must start at 0"),
+        (torch.tensor([0, 3, 2, 4]), ValueError, "offsets must be non-decreasing"),
+        (torch.tensor([0, 2, 3]), ValueError, "offsets must end at N = 4"),
+        (torch.tensor([[0, 4]]), ValueError, "offsets must be 1-D"),
+        ([0, 4], TypeError, "offsets must be a torch.Tensor"),
+    ],
+)
+def test_bad_offsets(offsets, error, match):
+    with pytest.raises(error, match=match):
+        segments.validate_offsets(offsets, 4)
+
+
+def test_bad_lengths():
+    with pytest.raises(ValueError, match="lengths must be >= 0"):
+        segments.offsets_from_lengths(torch.tensor([2, -1]))
+    with pytest.raises(TypeError, match="lengths must be an integer tensor"):
+        segments.offsets_from_lengths(torch.tensor([2.0]))
