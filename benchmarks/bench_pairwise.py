@@ -1,0 +1,151 @@
+"""Benchmark: rankops's pairwise kernels vs rankops.reference (padded [B, L, L] PyTorch).
+
+For every shape and loss: check that kernel and reference agree, then time forward +
+backward (median of repeats after a warm-up; CUDA events on GPU), measure the peak extra
+memory of one forward + backward, and report pairs/second and the speed-up.
+
+    python benchmarks/bench_pairwise.py                 # CPU shapes
+    python benchmarks/bench_pairwise.py --device cuda   # adds 4096 x 1024 and 1,048,576 items
+    python benchmarks/bench_pairwise.py --quick         # small shapes, for a smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import rankops  # noqa: E402
+from rankops import reference  # noqa: E402
+
+LOSSES = {
+    "RankNet": dict(pair_fn="logistic", weight="none"),
+    "LambdaRank": dict(pair_fn="logistic", weight="ndcg"),
+    "LambdaRank@10": dict(pair_fn="logistic", weight="ndcg", k=10),
+}
+# The reference's [B, L, L] temporaries: about this many float32-sized copies at the peak.
+REFERENCE_COPIES = 14
+
+
+def shapes(device, quick):
+    if quick:
+        return {"(a) 64 x 16": [16] * 64, "(c) 4 x 256": [256] * 4, "(d) 1 x 4,096": [4096]}
+    out = {
+        "(a) 1,024 x 16": [16] * 1024,
+        "(b) 256 web-like": common.web_like_lengths().tolist(),
+        "(c) 64 x 1,024": [1024] * 64,
+        "(d) 1 x 65,536": [65536],
+    }
+    if torch.device(device).type == "cuda":
+        out["(e) 4,096 x 1,024"] = [1024] * 4096
+        out["(f) 1 x 1,048,576"] = [1048576]
+    return out
+
+
+def cases(device, quick):
+    for shape, lengths in shapes(device, quick).items():
+        longest = max(lengths)
+        if longest >= 1048576:
+            yield shape, lengths, "LambdaRank@10"  # all pairs would be 5.5e11
+            continue
+        yield shape, lengths, "RankNet"
+        yield shape, lengths, "LambdaRank"
+        if longest >= 65536 or (quick and longest >= 4096):
+            yield shape, lengths, "LambdaRank@10"
+
+
+def pairs_evaluated(lengths, k=None):
+    total = 0
+    for n in lengths:
+        rows = n - 1 if k is None else min(k, n - 1)
+        total += rows * (n - 1) - rows * (rows - 1) // 2
+    return total
+
+
+def run_once(impl, batch, opts):
+    scores, labels, offsets = batch
+    fn = rankops.pairwise_loss if impl == "rankops" else reference.pairwise_loss
+    scores.grad = None
+    loss = fn(scores, labels, offsets=offsets, reduction="sum", **opts)
+    loss.backward()
+    return loss
+
+
+def reference_fits(lengths, device):
+    need = len(lengths) * max(lengths) ** 2 * 4 * REFERENCE_COPIES
+    if torch.device(device).type == "cuda":
+        budget = torch.cuda.mem_get_info()[0] * 0.8
+    else:
+        budget = 16 * 2**30  # of the 24 GiB development machines
+    return need <= budget, need
+
+
+def measure_memory_child(args):
+    lengths, impl, loss, device = args["lengths"], args["impl"], args["loss"], args["device"]
+    batch = common.make_batch(lengths, device=device)
+    print(common.peak_extra_rss_bytes(lambda: run_once(impl, batch, LOSSES[loss])))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", help="also write the Markdown table here")
+    p.add_argument("--measure-memory", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.measure_memory:
+        return measure_memory_child(json.loads(a.measure_memory))
+
+    device = a.device
+    lines = [common.machine_banner(device), "",
+             f"Command: `python benchmarks/bench_pairwise.py {' '.join(sys.argv[1:])}`", "",
+             "| shape | loss | pairs | rankops fwd+bwd | rankops pairs/s | rankops peak extra mem "
+             "| reference fwd+bwd | reference peak extra mem | speed-up | max rel. diff |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for shape, lengths, loss in cases(device, a.quick):
+        opts = LOSSES[loss]
+        batch = common.make_batch(lengths, device=device)
+        pairs = pairs_evaluated(lengths, opts.get("k"))
+        fits, need = reference_fits(lengths, device)
+        diff = "–"
+        if fits:  # agreement first: never time a mismatch
+            got = rankops.pairwise_loss(*batch[:2], offsets=batch[2], reduction="none", **opts)
+            want = reference.pairwise_loss(*batch[:2], offsets=batch[2], reduction="none", **opts)
+            rel = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+            if not rel < 1e-4:
+                raise SystemExit(f"{shape} {loss}: kernel and reference disagree (rel. diff {rel:.2e})")
+            diff = f"{rel:.1e}"
+            del got, want
+        reps = a.repeats if pairs < 5e9 else 3
+        t_ops = common.time_fn(lambda: run_once("rankops", batch, opts), device, repeats=reps)
+        t_ref = common.time_fn(lambda: run_once("reference", batch, opts), device,
+                               repeats=max(3, reps // 2)) if fits else None
+        if torch.device(device).type == "cuda":
+            m_ops = common.peak_extra_bytes_cuda(lambda: run_once("rankops", batch, opts), device)
+            m_ref = common.peak_extra_bytes_cuda(lambda: run_once("reference", batch, opts), device) if fits else None
+        else:
+            args = dict(lengths=lengths, loss=loss, device=device)
+            m_ops, _ = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="rankops"))
+            m_ref = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="reference"))[0] if fits else None
+        ref_t = common.fmt_time(t_ref) if fits else f"does not fit (needs ~{common.fmt_bytes(need)})"
+        speed = f"{t_ref / t_ops:.1f}x" if fits else "–"
+        row = (f"| {shape} | {loss} | {pairs:.3g} | {common.fmt_time(t_ops)} | {pairs / t_ops:.3g} | "
+               f"{common.fmt_bytes(m_ops)} | {ref_t} | {common.fmt_bytes(m_ref) if fits else '–'} | "
+               f"{speed} | {diff} |")
+        print(row, flush=True)
+        lines.append(row)
+        del batch
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
