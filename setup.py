@@ -26,6 +26,11 @@ from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
+# `make` exports these even when unset; empty means "not given".
+for _name in ("RANKOPS_CUDA", "CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS"):
+    if os.environ.get(_name, None) == "":
+        del os.environ[_name]
+
 try:
     import torch
     from torch.utils import cpp_extension
