@@ -11,8 +11,10 @@
 // Lists are split by length n (lists with n < 2 keep their zero outputs):
 //   short  (n <= 32):            a warp per list, lane = item; ranks, pair counts and the
 //                                ideal order by counting with shuffles (32 compares).
-//   medium (32 < n <= cap):      a block per list; a bitonic sort in shared memory on
-//                                (orderable key, index) for the pair count (labels), the
+//   medium (32 < n <= cap):      a block per list (two launches: n <= 512 and above,
+//                                each with shared memory for its own longest list); a
+//                                bitonic sort in shared memory on (orderable key, index)
+//                                for the pair count (labels), the
 //                                ideal DCG (w*G) and the ranks (scores); then the pair loop
 //                                over rank-order arrays in shared memory. cap (<= 4096) is
 //                                the longest list whose buffers fit the device's shared memory.
@@ -50,15 +52,19 @@ constexpr int64_t kLongTargetThreads = int64_t(1) << 18;  // rows x strips to ai
 constexpr int64_t kMaxStrips = 32;
 
 // Summary slots written by the plan kernel.
+// Classes: 0 short, 1 medium up to kMediumSplit, 2 medium above it, 3 long. The two
+// medium tiers get their own launch, each with shared memory for its own longest list,
+// so that one list of 4000 items does not cut the occupancy of thousands of lists of 100.
+constexpr int kMediumSplit = 512;
+constexpr int kClasses = 4;
+constexpr int kLongClass = 3;
 enum Summary : int {
-  kCountShort = 0,
-  kCountMedium = 1,
-  kCountLong = 2,
-  kMaxN = 3,
-  kMaxMediumN = 4,
-  kLongItems = 5,
-  kBadOffsets = 6,
-  kSummarySize = 8
+  kCount = 0,          // [kClasses] lists per class
+  kMaxN = 4,           // longest list
+  kMaxMediumN = 5,     // [2] longest list of each medium tier
+  kLongItems = 7,      // items in long lists
+  kBadOffsets = 8,     // offsets failed the cheap checks
+  kSummarySize = 16
 };
 
 template <typename T>
@@ -124,15 +130,20 @@ __global__ void plan_kernel(const int64_t* __restrict__ off, int64_t B, int64_t 
       atomicAdd(&summary[kBadOffsets], 1ull);
       n = 0;
     }
-    const int cls = n < 2 ? -1 : n <= kShortMax ? 0 : n <= medium_cap ? 1 : 2;
-    long_len[b] = cls == 2 ? n : 0;
+    const int cls = n < 2 ? -1
+                    : n <= kShortMax ? 0
+                    : n <= (medium_cap < kMediumSplit ? medium_cap : kMediumSplit) ? 1
+                    : n <= medium_cap ? 2
+                    : kLongClass;
+    long_len[b] = cls == kLongClass ? n : 0;
     if (cls < 0) continue;
     // slots in arrival order: each list's result does not depend on its slot
-    const auto slot = atomicAdd(&summary[cls], 1ull);
+    const auto slot = atomicAdd(&summary[kCount + cls], 1ull);
     ids[cls * B + static_cast<int64_t>(slot)] = b;
     atomicMax(&summary[kMaxN], static_cast<unsigned long long>(n));
-    if (cls == 1) atomicMax(&summary[kMaxMediumN], static_cast<unsigned long long>(n));
-    if (cls == 2) atomicAdd(&summary[kLongItems], static_cast<unsigned long long>(n));
+    if (cls == 1 || cls == 2)
+      atomicMax(&summary[kMaxMediumN + cls - 1], static_cast<unsigned long long>(n));
+    if (cls == kLongClass) atomicAdd(&summary[kLongItems], static_cast<unsigned long long>(n));
   }
 }
 
@@ -332,13 +343,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   // 3. ranks: scores descending, ties by position (complemented keys, index as value).
+  // Without top-k and rank-based weights no ranks are needed: input order is kept.
+  const bool need_ranks = Tr::kUsesNdcg || p.k > 0;
   __syncthreads();
   for (int i = tid; i < P; i += blockDim.x) {
-    key[i] = i < n ? ~static_cast<uint64_t>(cuda::orderable_key(s_in[i])) : ~0ull;
+    key[i] = (i < n && need_ranks) ? ~static_cast<uint64_t>(cuda::orderable_key(s_in[i])) : ~0ull;
     val[i] = i < n ? i : INT_MAX;
   }
   __syncthreads();
-  block_bitonic_sort(key, val, P);
+  if (need_ranks) block_bitonic_sort(key, val, P);
   for (int r = tid; r < n; r += blockDim.x) {
     const int o = val[r];
     order[r] = o;
@@ -517,9 +530,9 @@ __global__ void __launch_bounds__(kThreads)
 
 struct Plan {
   int64_t B, N;
-  int64_t count[3];  // short, medium, long
-  int64_t max_n, max_medium_n, long_items, medium_cap;
-  at::Tensor ids;       // [3, B] list ids by class
+  int64_t count[kClasses];  // short, medium (two tiers), long
+  int64_t max_n, max_medium_n[2], long_items, medium_cap;
+  at::Tensor ids;       // [kClasses, B] list ids by class
   at::Tensor long_len;  // [B + 1] n for long lists, else 0
 };
 
@@ -546,23 +559,26 @@ void launch_pairs(const Params<T>& p, const Plan& plan, cudaStream_t stream,
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
-  if (plan.count[1] > 0) {
-    const int cap = static_cast<int>(plan.max_medium_n);
+  for (int tier = 0; tier < 2; ++tier) {
+    const int64_t count = plan.count[1 + tier];
+    if (count == 0) continue;
+    const int cap = static_cast<int>(plan.max_medium_n[tier]);
     const int P = next_pow2(cap);
     const size_t smem = medium_smem_bytes<T>(cap);
     const int threads = P >= kThreads ? kThreads : (P < 64 ? 64 : P);
     auto kernel = pairwise_block_kernel<F, W, T>;
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(smem)));
-    kernel<<<static_cast<unsigned>(plan.count[1]), threads, smem, stream>>>(p, ids + B, P, cap);
+    kernel<<<static_cast<unsigned>(count), threads, smem, stream>>>(p, ids + (1 + tier) * B, P,
+                                                                   cap);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
-  if (plan.count[2] > 0) {
+  if (plan.count[kLongClass] > 0) {
     using KeyT = typename cuda::OrderableKey<T>::type;
-    const int64_t L = plan.count[2];
+    const int64_t L = plan.count[kLongClass];
     const int64_t n_long = plan.long_items;
-    const int64_t* long_ids = ids + 2 * B;
+    const int64_t* long_ids = ids + kLongClass * B;
     TORCH_CHECK(plan.max_n < INT_MAX, "rankops: lists longer than 2^31 - 1 items are not supported");
     const at::TensorOptions opt = at::TensorOptions().device(device);
     const at::TensorOptions opt_t = opt.dtype(c10::CppTypeToScalarType<T>::value);
@@ -712,7 +728,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_loss_cuda(
   plan.medium_cap = acc == at::kDouble ? medium_cap_for_device<double>(device.index())
                                        : medium_cap_for_device<float>(device.index());
   auto summary = at::zeros({kSummarySize}, off.options());
-  plan.ids = at::empty({3, B}, off.options());
+  plan.ids = at::empty({kClasses, B}, off.options());
   plan.long_len = at::empty({B + 1}, off.options());
   {
     const int64_t blocks = std::min<int64_t>(ceil_div(B, kThreads), 1024);
@@ -726,11 +742,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_loss_cuda(
   const int64_t* h = host.data_ptr<int64_t>();
   TORCH_CHECK(h[kBadOffsets] == 0,
               "rankops: offsets must start at 0, be non-decreasing and end at N = ", N);
-  for (int c = 0; c < 3; ++c) plan.count[c] = h[c];
+  int64_t lists = 0;
+  for (int c = 0; c < kClasses; ++c) lists += plan.count[c] = h[kCount + c];
   plan.max_n = h[kMaxN];
-  plan.max_medium_n = h[kMaxMediumN];
+  plan.max_medium_n[0] = h[kMaxMediumN];
+  plan.max_medium_n[1] = h[kMaxMediumN + 1];
   plan.long_items = h[kLongItems];
-  if (plan.count[0] + plan.count[1] + plan.count[2] == 0) return {loss, item_grad, num_pairs};
+  if (lists == 0) return {loss, item_grad, num_pairs};
 
   AT_DISPATCH_FLOATING_TYPES(acc, "pairwise_loss_cuda_kernels", [&] {
     using T = scalar_t;
