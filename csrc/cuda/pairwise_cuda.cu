@@ -23,7 +23,9 @@
 //                                over many blocks, partial row sums in scratch [strips x N_long],
 //                                summed per row in fixed strip order (double) by a last kernel.
 // One small plan kernel classifies the lists; its summary (class counts, longest lists) is
-// copied to the host once per call to size the launches: that is this op's only host sync.
+// copied to the host once per call to size the launches: that is this op's only host sync
+// (it also checks the offsets for free). The sync means the op cannot be captured in a CUDA
+// graph; removing it needs launches sized by bounds (e.g. B blocks per class) instead.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
