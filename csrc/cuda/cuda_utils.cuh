@@ -1,0 +1,98 @@
+// Helpers shared by the CUDA kernels of every loss family: launch checks, cub calls
+// with temp storage from PyTorch's caching allocator, deterministic warp/block
+// reductions, orderable sort keys.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace rankops {
+namespace cuda {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Runs a cub device-wide algorithm twice: once to size its temp storage, once for real,
+// the storage coming from the caching allocator (a uint8 tensor on `device`).
+// `call(void* temp, size_t& bytes)` must return the cub call's cudaError_t.
+template <typename Call>
+void cub_call(const at::Device& device, Call call) {
+  size_t bytes = 0;
+  C10_CUDA_CHECK(call(nullptr, bytes));
+  auto temp = at::empty({static_cast<int64_t>(bytes) + 1},
+                        at::TensorOptions().dtype(at::kByte).device(device));
+  C10_CUDA_CHECK(call(temp.data_ptr(), bytes));
+}
+
+// Device attribute of the current device (cached per device by the caller if hot).
+inline int device_attribute(cudaDeviceAttr attr, int device) {
+  int v = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, device));
+  return v;
+}
+
+// ---- reductions: fixed shuffle trees, so the result is the same bits every run ----
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+// Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32
+// (at most 1024). Contains __syncthreads(): call it from every thread of the block.
+template <typename T>
+__device__ __forceinline__ T block_sum(T v) {
+  __shared__ T partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // partial[] may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  T total = lane < warps ? partial[lane] : T(0);
+  total = warp_sum(total);  // every warp reduces the same values in the same order
+  return total;
+}
+
+// ---- orderable keys: unsigned integers that sort like the floating values ----------
+// NaN becomes -inf (NaN ranks last, as on the CPU) and -0.0 becomes +0.0 (they compare
+// equal on the CPU, so their order is decided by position).
+
+__device__ __forceinline__ uint32_t orderable_key(float x) {
+  if (x != x) x = -INFINITY;
+  if (x == 0.0f) x = 0.0f;
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ uint64_t orderable_key(double x) {
+  if (x != x) x = -INFINITY;
+  if (x == 0.0) x = 0.0;
+  const uint64_t u = static_cast<uint64_t>(__double_as_longlong(x));
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+__device__ __forceinline__ double from_orderable_key(uint64_t k) {
+  const uint64_t u = (k & 0x8000000000000000ull) ? (k & ~0x8000000000000000ull) : ~k;
+  return __longlong_as_double(static_cast<long long>(u));
+}
+
+template <typename T>
+struct OrderableKey;
+template <>
+struct OrderableKey<float> {
+  using type = uint32_t;
+};
+template <>
+struct OrderableKey<double> {
+  using type = uint64_t;
+};
+
+}  // namespace cuda
+}  // namespace rankops

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Builds rankops with CUDA on a GPU machine, runs the CUDA tests and the pairwise benchmark,
+# and keeps everything in a log folder. For a machine with its own torch (e.g. 2.11.0+cu130,
+# Python 3.12) and no internet: nothing is downloaded.
+#
+#   scripts/gpu_check.sh [LOG_DIR]     (default: $OUT, else ./gpu_logs)
+#
+# Budget: about 8 minutes (build ~2-4 min with MAX_JOBS=16, tests, one benchmark run).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+LOG="${1:-${OUT:-./gpu_logs}}"
+mkdir -p "$LOG"
+LOG="$(cd "$LOG" && pwd)"
+START=$(date +%s)
+step() { echo "== $* ($(( $(date +%s) - START ))s)" | tee -a "$LOG/summary.txt"; }
+
+step "machine"
+{ nvidia-smi || true; python3 --version; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"; } \
+  2>&1 | tee "$LOG/nvidia_smi.txt"
+
+step "build"
+BUILD_RC=0
+CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 RANKOPS_CUDA=1 \
+  timeout 300 python3 -m pip install --no-build-isolation --no-deps -e . 2>&1 | tee "$LOG/build.txt" \
+  || BUILD_RC=$?
+step "build rc=$BUILD_RC"
+if [ "$BUILD_RC" -ne 0 ]; then
+  echo "build failed, see $LOG/build.txt" | tee -a "$LOG/summary.txt"
+  exit "$BUILD_RC"
+fi
+(cd /tmp && python3 -c "import rankops, torch; print(rankops.build_info()); print(torch._C._dispatch_dump('rankops::pairwise_loss'))") \
+  2>&1 | tee "$LOG/build_info.txt"
+
+step "tests"
+TEST_RC=0
+RANKOPS_REQUIRE_CUDA=1 timeout 180 python3 -m pytest -x -q tests -k cuda 2>&1 | tee "$LOG/pytest_cuda.txt" \
+  || TEST_RC=$?
+step "tests rc=$TEST_RC"
+
+BENCH_RC=skipped
+if [ -f benchmarks/bench_pairwise.py ]; then
+  step "benchmark"
+  BENCH_RC=0
+  timeout 120 python3 benchmarks/bench_pairwise.py --device cuda --out "$LOG/bench_pairwise_cuda.md" \
+    2>&1 | tee "$LOG/bench_pairwise.txt" || BENCH_RC=$?
+fi
+
+step "done"
+{
+  echo "---- summary ----"
+  echo "build: rc=$BUILD_RC"
+  echo "tests (-k cuda): rc=$TEST_RC; $(tail -n 1 "$LOG/pytest_cuda.txt" 2>/dev/null || true)"
+  echo "benchmark: $BENCH_RC"
+  echo "logs: $LOG"
+} | tee -a "$LOG/summary.txt"
+[ "$TEST_RC" -eq 0 ]
