@@ -24,7 +24,6 @@ import sys
 
 from setuptools import find_packages, setup
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # `make` exports these even when unset; empty means "not given".
 for _name in ("RANKOPS_CUDA", "CUDA_HOME", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS"):

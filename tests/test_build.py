@@ -53,3 +53,17 @@ def test_gpu_usable_when_required():
     # scripts/gpu_check.sh sets RANKOPS_REQUIRE_CUDA=1 on the GPU machine.
     assert torch.cuda.is_available()
     assert rankops.build_info()["cuda"]
+
+
+def test_setup_py_fails_fast_without_torch(tmp_path):
+    # Build isolation gives setup.py an environment without torch: it must stop at once
+    # and say what to run instead.
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.modules['torch'] = None; sys.argv = ['setup.py', '--version'];"
+            "exec(compile(open('setup.py').read(), 'setup.py', 'exec'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "pip install --no-build-isolation" in out.stderr + out.stdout
