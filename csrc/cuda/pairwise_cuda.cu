@@ -569,8 +569,9 @@ void launch_pairs(const Params<T>& p, const Plan& plan, cudaStream_t stream,
     const size_t smem = medium_smem_bytes<T>(cap);
     const int threads = P >= kThreads ? kThreads : (P < 64 ? 64 : P);
     auto kernel = pairwise_block_kernel<F, W, T>;
+    // Always the same (largest) value, so concurrent host threads cannot undercut each other.
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem)));
+                                        static_cast<int>(medium_smem_bytes<T>(plan.medium_cap))));
     kernel<<<static_cast<unsigned>(count), threads, smem, stream>>>(p, ids + (1 + tier) * B, P,
                                                                    cap);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -582,6 +583,9 @@ void launch_pairs(const Params<T>& p, const Plan& plan, cudaStream_t stream,
     const int64_t n_long = plan.long_items;
     const int64_t* long_ids = ids + kLongClass * B;
     TORCH_CHECK(plan.max_n < INT_MAX, "rankops: lists longer than 2^31 - 1 items are not supported");
+    // cub's item and segment counts are int in several CCCL versions
+    TORCH_CHECK(n_long < INT_MAX && B < INT_MAX,
+                "rankops: more than 2^31 - 1 items in long lists, or lists, in one CUDA call");
     const at::TensorOptions opt = at::TensorOptions().device(device);
     const at::TensorOptions opt_t = opt.dtype(c10::CppTypeToScalarType<T>::value);
     const at::TensorOptions opt_key = opt.dtype(sizeof(KeyT) == 4 ? at::kInt : at::kLong);
