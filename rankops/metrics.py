@@ -9,7 +9,7 @@ every requested metric and cut-off in one pass; no Python loop over lists, no gr
 Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
 
 * **Ranks**: by score descending, **ties broken by position** (the earlier item ranks
-  higher), NaN scores last. trec_eval gives the same order when document ids decrease
+  higher), NaN scores rank as -inf (last). trec_eval gives the same order when document ids decrease
   along each list (it breaks ties by docno descending).
 * **Gain** ``G(y) = 2^y - 1`` (``gain="exp2"``, default) or ``y`` (``"linear"``, the
   gain of trec_eval's ndcg); **discount** ``D(r) = 1 / log2(1 + r)``.

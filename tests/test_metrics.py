@@ -456,3 +456,22 @@ def test_accumulator_under_torch_distributed(tmp_path):
     want = M.evaluate(s, y, lengths=lengths, metrics=["ndcg@5", "map", "mrr"], empty="skip")
     for spec, value in want.items():
         assert got[spec] == pytest.approx(value.item(), rel=1e-12)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and rankops.build_info()["cuda"]),
+                    reason="needs a GPU and a CUDA build")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_cuda_matches_cpu(dtype):
+    lengths = EDGE_LENGTHS + [0, 5000, 3, 70000]
+    s, y, offsets = random_batch(lengths, ties=True, grades=4, seed=31, dtype=dtype)
+    s[5] = float("nan")
+    s[7] = -0.0
+    s[8] = 0.0
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")]
+    kw = dict(metrics=specs, reduction="none", empty="one", max_grade=3)
+    cpu = M.evaluate(s, y, offsets=offsets, **kw)
+    gpu = M.evaluate(s.cuda(), y.cuda(), offsets=offsets.cuda(), **kw)
+    for spec in specs:
+        torch.testing.assert_close(gpu[spec].cpu(), cpu[spec], rtol=1e-12 if dtype == torch.float64 else 1e-6,
+                                   atol=1e-12 if dtype == torch.float64 else 1e-6)
