@@ -22,6 +22,7 @@ $(VENV)/.deps-ok: pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
 	$(PIP) install -q "setuptools>=64" wheel ninja numpy "pytest>=7"
+	$(PIP) install -q pytrec-eval-terrier scikit-learn  # the test extra's comparison libraries
 	touch $@
 
 # Rebuild when the sources changed or another venv/torch built the in-tree extension.

@@ -47,6 +47,16 @@ TORCH_LIBRARY(rankops, m) {
       "bool compute_grad) -> (Tensor, Tensor, Tensor)");
   // grad_scores[i] = grad_loss[b] * item_grad[i] for item i of list b.
   m.def("pairwise_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
+  // Ranking metrics (DESIGN §3 "Metrics"). Row j of both outputs is metric metrics[j]
+  // ('ndcg', 'dcg', 'mrr', 'ap', 'precision', 'recall', 'err') at cut-off ks[j] (0: the
+  // whole list), column b is list b: values [M, B] (accumulation dtype; 0 where
+  // undefined) and defined [M, B] (bool: the list has a positive gain for ndcg/dcg/err,
+  // an item with label >= relevance_threshold for the others). One sort per list for
+  // all rows; no gradient.
+  m.def(
+      "ranking_metrics(Tensor scores, Tensor labels, Tensor offsets, str[] metrics, int[] ks, "
+      "str gain, float relevance_threshold, float max_grade, str precision_divide_by) "
+      "-> (Tensor, Tensor)");
   m.def("build_info() -> str", &build_info);
 }
 

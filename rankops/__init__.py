@@ -1,7 +1,8 @@
 """rankops: learning-to-rank losses and metrics for PyTorch, with C++/CUDA kernels over
 packed, variable-length lists. See README.md and DESIGN (docs/) for the semantics."""
 from . import _ops  # loads rankops._C first, then fake kernels and autograd
-from . import nn, reference, segments
+from . import _metrics_ops  # fake kernel of the metrics op
+from . import metrics, nn, reference, segments
 from .losses import (
     lambdaloss,
     lambdarank_loss,
@@ -32,6 +33,7 @@ def build_info() -> dict:
 __all__ = [
     "build_info",
     "segments",
+    "metrics",
     "reference",
     "nn",
     "pairwise_loss",

@@ -28,6 +28,15 @@ __all__ = [
     "pairwise_soft_zero_one_loss",
     "lambdarank_loss",
     "lambdaloss",
+    "ndcg",
+    "dcg",
+    "mrr",
+    "ap",
+    "map",
+    "precision",
+    "recall",
+    "err",
+    "evaluate",
 ]
 
 
@@ -163,3 +172,136 @@ def lambdaloss(scores, labels, *, variant="ndcg2pp", sigma=1.0, k=None, mu=5.0, 
     check_choice("variant", variant, ("ndcg2", "ndcg2pp"))
     return pairwise_loss(scores, labels, pair_fn="logistic", weight=variant, sigma=sigma, k=k,
                          mu=mu, gain=gain, **kwargs)
+
+
+# ---- metrics
+# Padded [B, L] versions of rankops.metrics, same signatures and conventions (see the
+# docstring of rankops.metrics), vectorised over lists: the oracle of the metric tests
+# and the "vectorised PyTorch" baseline of benchmarks/bench_metrics.py. float64 inside.
+
+_METRIC_ALIASES = {"ndcg": "ndcg", "dcg": "dcg", "mrr": "mrr", "ap": "ap", "map": "ap",
+                   "precision": "precision", "p": "precision", "recall": "recall", "err": "err"}
+
+
+def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
+    """Per-list values [M, B] and defined [M, B] of every (metric, k) in specs."""
+    B, L = S.shape
+    Y = Y.to(torch.float64)
+    order = torch.sort(ranks(S, valid), dim=1).indices  # order[b, p] = item at rank p + 1
+    Ys = torch.gather(Y, 1, order)
+    Vs = torch.gather(valid, 1, order)  # valid items come first
+    pos = torch.arange(1, L + 1, device=S.device, dtype=torch.float64).expand(B, L)
+    n = valid.sum(1).to(torch.float64)
+    G = torch.where(Vs, gains(Ys, gain), torch.zeros_like(Ys))
+    rel = Vs & (Ys >= threshold)
+    R = (valid & (Y >= threshold)).sum(1).to(torch.float64)
+    any_gain = (valid & (Y > 0)).any(1)
+    hits = torch.cumsum(rel.to(torch.float64), 1)
+    p_stop = torch.where(Vs, ((torch.exp2(Ys) - 1) / 2.0 ** max_grade).clamp(0, 1), torch.zeros_like(Ys))
+    # prod_{i < r} (1 - p_i): exclusive cumulative product
+    reach = torch.cumprod(torch.cat([torch.ones_like(p_stop[:, :1]), 1 - p_stop[:, :-1]], 1), 1)
+    zero = torch.zeros_like(Ys)
+    rows, defined = [], []
+    for name, k in specs:  # a loop over the requested metrics, not over lists
+        cut = pos <= (L if k is None else k)
+        if name in ("ndcg", "dcg"):
+            d = (torch.where(cut, G, zero) * discounts(pos)).sum(1)
+            if name == "ndcg":
+                idcg = ideal_dcg(torch.where(valid, gains(Y, gain), torch.zeros_like(Y)), valid, k)
+                d = torch.where(idcg > 0, d / torch.where(idcg > 0, idcg, torch.ones_like(idcg)), torch.zeros_like(d))
+            v = d
+        elif name == "mrr":
+            v = torch.where(rel & cut, 1.0 / pos, zero).max(1).values
+        elif name == "ap":
+            v = torch.where(rel & cut, hits / pos, zero).sum(1) / R.clamp_min(1)
+        elif name in ("precision", "recall"):
+            h = torch.where(cut, rel.to(torch.float64), zero).sum(1)
+            if name == "recall":
+                v = h / R.clamp_min(1)
+            else:
+                denom = n if k is None else (torch.full_like(n, float(k)) if divide_by == "k" else n.clamp(max=k))
+                v = h / denom.clamp_min(1)
+        else:  # err
+            v = torch.where(cut, reach * p_stop / pos, zero).sum(1)
+        rows.append(v)
+        defined.append(any_gain if name in ("ndcg", "dcg", "err") else R > 0)
+    return torch.stack(rows), torch.stack(defined)
+
+
+def _metric_finish(values, defined, names, empty, reduction, dtype):
+    if empty == "one":
+        is_dcg = torch.tensor([nm == "dcg" for nm in names], device=values.device)[:, None]
+        values = torch.where(defined | is_dcg, values, torch.ones_like(values))
+    counted = defined if empty == "skip" else torch.ones_like(defined)
+    if reduction == "none":
+        out = torch.where(counted, values, torch.full_like(values, float("nan")))
+    else:
+        out = torch.where(counted, values, torch.zeros_like(values)).sum(1)
+        if reduction == "mean":
+            out = out / counted.sum(1).clamp_min(1)
+    return out.to(dtype)
+
+
+def _reference_metrics(scores, labels, specs, *, offsets=None, lengths=None, mask=None,
+                       group_ids=None, gain="exp2", empty="zero", relevance_threshold=1.0,
+                       max_grade=4.0, divide_by="min_k_n", reduction="mean"):
+    check_choice("gain", gain, GAINS)
+    check_choice("empty", empty, ("zero", "one", "skip"))
+    check_choice("divide_by", divide_by, ("min_k_n", "k"))
+    check_choice("reduction", reduction, REDUCTIONS)
+    specs = [(_METRIC_ALIASES[name], check_k(k)) for name, k in specs]
+    with torch.no_grad():
+        S, Y, _, valid = padded_lists(scores.detach(), labels, offsets=offsets, lengths=lengths,
+                                      mask=mask, group_ids=group_ids)
+        values, defined = _metric_table(S, Y, valid, specs, gain, float(relevance_threshold),
+                                        float(max_grade), divide_by)
+    out_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
+    return _metric_finish(values, defined, [nm for nm, _ in specs], empty, reduction, out_dtype)
+
+
+def ndcg(scores, labels, *, k=None, gain="exp2", empty="zero", reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("ndcg", k)], gain=gain, empty=empty,
+                              reduction=reduction, **layout)[0]
+
+
+def dcg(scores, labels, *, k=None, gain="exp2", empty="zero", reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("dcg", k)], gain=gain, empty=empty,
+                              reduction=reduction, **layout)[0]
+
+
+def mrr(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("mrr", k)], relevance_threshold=relevance_threshold,
+                              empty=empty, reduction=reduction, **layout)[0]
+
+
+def ap(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("ap", k)], relevance_threshold=relevance_threshold,
+                              empty=empty, reduction=reduction, **layout)[0]
+
+
+def map(scores, labels, **kwargs):  # noqa: A001
+    return ap(scores, labels, reduction="mean", **kwargs)
+
+
+def precision(scores, labels, *, k=None, relevance_threshold=1.0, divide_by="min_k_n", empty="zero",
+              reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("precision", k)], relevance_threshold=relevance_threshold,
+                              divide_by=divide_by, empty=empty, reduction=reduction, **layout)[0]
+
+
+def recall(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("recall", k)], relevance_threshold=relevance_threshold,
+                              empty=empty, reduction=reduction, **layout)[0]
+
+
+def err(scores, labels, *, k=None, max_grade=4.0, empty="zero", reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("err", k)], max_grade=max_grade, empty=empty,
+                              reduction=reduction, **layout)[0]
+
+
+def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):
+    from .metrics import parse_metric  # the spec syntax only; the arithmetic is above
+
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    out = _reference_metrics(scores, labels, [parse_metric(s) for s in metrics], **options)
+    return {spec: out[j] for j, spec in enumerate(metrics)}

@@ -1,0 +1,153 @@
+"""Benchmark: NDCG@10 + MAP + MRR over many queries, rankops vs the alternatives.
+
+* rankops: one ``rankops.metrics.evaluate`` call (one kernel, one sort per list);
+* reference: ``rankops.reference.evaluate`` (padded, vectorised PyTorch);
+* torchmetrics (if installed): ``RetrievalNormalizedDCG(top_k=10)``, ``RetrievalMAP``,
+  ``RetrievalMRR``, update + compute each;
+* pytrec_eval (if installed): ``RelevanceEvaluator.evaluate`` only (building its dicts is
+  not timed); also the agreement check: every per-query value within 1e-6.
+
+Agreement is checked before timing. Scores are uniform in (0, 1], float64 (no ties, so
+torchmetrics' tie handling does not matter, and positive: torchmetrics 1.x treats items
+with a score <= 0 as non-relevant in RetrievalMAP, so negative scores would make it
+disagree). Its NDCG uses linear gain, so rankops runs with ``gain="linear"`` (the exp2
+default costs the same).
+
+    python benchmarks/bench_metrics.py                      # 10,000 web-like queries
+    python benchmarks/bench_metrics.py --queries 500 --repeats 3
+    python benchmarks/bench_metrics.py --out benchmarks/results_cpu_metrics.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import rankops  # noqa: E402
+from rankops import reference  # noqa: E402
+from rankops.metrics import evaluate  # noqa: E402
+
+SPECS = ["ndcg@10", "map", "mrr"]
+OPTIONS = dict(gain="linear")
+
+
+def run_rankops(s, y, offsets):
+    return evaluate(s, y, offsets=offsets, metrics=SPECS, reduction="none", **OPTIONS)
+
+
+def run_reference(s, y, offsets):
+    return reference.evaluate(s, y, offsets=offsets, metrics=SPECS, reduction="none", **OPTIONS)
+
+
+def torchmetrics_fns():
+    try:
+        from torchmetrics.retrieval import RetrievalMAP, RetrievalMRR, RetrievalNormalizedDCG
+    except ImportError:
+        return None
+
+    def run(s, y, indexes):
+        out = {}
+        binary = y >= 1
+        for spec, metric, target in (("ndcg@10", RetrievalNormalizedDCG(top_k=10), y.long()),
+                                     ("map", RetrievalMAP(), binary),
+                                     ("mrr", RetrievalMRR(), binary)):
+            metric.update(s, target, indexes=indexes)
+            out[spec] = metric.compute()
+        return out
+
+    return run
+
+
+def trec_check(s, y, offsets, ours):
+    """Per-query agreement with pytrec_eval, and its evaluate() time; None if missing."""
+    try:
+        import pytrec_eval
+    except ImportError:
+        return None, None
+    qrel, run = {}, {}
+    so, yo = s.tolist(), y.long().tolist()
+    off = offsets.tolist()
+    for b in range(len(off) - 1):
+        n = off[b + 1] - off[b]
+        q = f"q{b:06d}"
+        # docnos decrease along the list: trec_eval breaks ties by docno descending
+        qrel[q] = {f"d{n - 1 - i:06d}": yo[off[b] + i] for i in range(n)}
+        run[q] = {f"d{n - 1 - i:06d}": so[off[b] + i] for i in range(n)}
+    ev = pytrec_eval.RelevanceEvaluator(qrel, {"ndcg_cut.10", "map", "recip_rank"})
+    t = common.time_fn(lambda: ev.evaluate(run), "cpu", repeats=1, warmup=0)
+    res = ev.evaluate(run)
+    qs = sorted(res)
+    worst = 0.0
+    for spec, name in (("ndcg@10", "ndcg_cut_10"), ("map", "map"), ("mrr", "recip_rank")):
+        theirs = torch.tensor([res[q][name] for q in qs], dtype=torch.float64)
+        worst = max(worst, (ours[spec].double() - theirs).abs().max().item())
+    return worst, t
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--queries", type=int, default=10000)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", help="also write the Markdown table here")
+    a = p.parse_args()
+
+    lengths = common.web_like_lengths(num_lists=a.queries)
+    _, y, offsets = common.make_batch(lengths)
+    n = int(offsets[-1])
+    g = torch.Generator().manual_seed(1)
+    s = 1.0 - torch.rand(n, generator=g, dtype=torch.float64)  # (0, 1], ties improbable
+    indexes = torch.repeat_interleave(torch.arange(a.queries), lengths)
+    ours = run_rankops(s, y, offsets)
+    means = {k: v.mean().item() for k, v in ours.items()}
+
+    # agreement first
+    ref = run_reference(s, y, offsets)
+    ref_diff = max((ours[k] - ref[k]).abs().max().item() for k in SPECS)
+    if not ref_diff <= 1e-6:
+        raise SystemExit(f"rankops and the reference disagree: {ref_diff:.2e}")
+    tm = torchmetrics_fns()
+    tm_diff = None
+    if tm is not None:
+        tm_out = tm(s, y, indexes)
+        tm_diff = max(abs(tm_out[k].item() - means[k]) for k in SPECS)
+        if not tm_diff <= 1e-5:
+            raise SystemExit(f"rankops and torchmetrics disagree: {tm_diff:.2e}")
+    trec_diff, t_trec = trec_check(s, y, offsets, ours)
+    if trec_diff is not None and not trec_diff <= 1e-6:
+        raise SystemExit(f"rankops and pytrec_eval disagree: {trec_diff:.2e}")
+
+    t_ops = common.time_fn(lambda: run_rankops(s, y, offsets), "cpu", repeats=a.repeats)
+    t_ref = common.time_fn(lambda: run_reference(s, y, offsets), "cpu", repeats=max(3, a.repeats // 2))
+    t_tm = common.time_fn(lambda: tm(s, y, indexes), "cpu", repeats=3) if tm is not None else None
+
+    lines = [common.machine_banner("cpu"), "",
+             f"Command: `python benchmarks/bench_metrics.py {' '.join(sys.argv[1:])}`", "",
+             f"{a.queries:,} web-like queries (log-normal lengths, median ~120, max 1,000), "
+             f"{n:,} items, float64 scores in (0, 1], labels 0-4; NDCG@10 + MAP + MRR per query. "
+             f"Means: NDCG@10 {means['ndcg@10']:.6f}, MAP {means['map']:.6f}, MRR {means['mrr']:.6f}.", "",
+             "| implementation | time | queries/s | rankops speed-up | max abs. diff vs rankops |",
+             "|---|---|---|---|---|"]
+
+    def row(name, t, diff, note=""):
+        if t is None:
+            return f"| {name} | not installed | – | – | – |"
+        d = "–" if diff is None else f"{diff:.1e}{note}"
+        return f"| {name} | {common.fmt_time(t)} | {a.queries / t:,.0f} | {t / t_ops:.1f}x | {d} |"
+
+    lines.append(row("rankops `evaluate` (one kernel call)", t_ops, None))
+    lines.append(row("rankops.reference (padded, vectorised PyTorch)", t_ref, ref_diff, " (per query)"))
+    lines.append(row("torchmetrics Retrieval{NormalizedDCG,MAP,MRR}", t_tm, tm_diff, " (means)"))
+    lines.append(row("pytrec_eval (evaluate only)", t_trec, trec_diff, " (per query)"))
+    print("\n".join(lines), flush=True)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

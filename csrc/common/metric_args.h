@@ -1,0 +1,72 @@
+// Host-side parsing and checks of the ranking_metrics arguments, shared by the CPU and
+// CUDA kernels. The Python layer validates first; these guard direct torch.ops calls.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "checks.h"
+#include "metric_math.h"
+
+namespace rankops {
+
+struct MetricArgs {
+  std::vector<Metric> metrics;
+  std::vector<int64_t> ks;  // 0: whole list
+  Gain gain;
+  double threshold;
+  double max_grade;
+  bool precision_by_k;
+  int64_t max_k;       // largest cut-off any metric reads (0: whole list)
+  int64_t max_ndcg_k;  // same over the NDCG metrics; -1: no NDCG requested
+};
+
+inline Metric parse_metric(const std::string& s) {
+  if (s == "ndcg") return Metric::Ndcg;
+  if (s == "dcg") return Metric::Dcg;
+  if (s == "mrr") return Metric::Mrr;
+  if (s == "ap") return Metric::Ap;
+  if (s == "precision") return Metric::Precision;
+  if (s == "recall") return Metric::Recall;
+  if (s == "err") return Metric::Err;
+  TORCH_CHECK(false, "rankops: metrics must be among 'ndcg', 'dcg', 'mrr', 'ap', 'precision', "
+              "'recall', 'err', got '", s, "'");
+}
+
+inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at::IntArrayRef ks,
+                                    c10::string_view gain, double threshold, double max_grade,
+                                    c10::string_view precision_divide_by) {
+  TORCH_CHECK(metrics.size() == ks.size(), "rankops: metrics and ks must have one entry each, got ",
+              metrics.size(), " and ", ks.size());
+  MetricArgs a;
+  a.gain = parse_gain(std::string(gain));
+  a.threshold = threshold;
+  TORCH_CHECK(std::isfinite(max_grade) && max_grade >= 0.0,
+              "rankops: max_grade must be a finite number >= 0, got ", max_grade);
+  a.max_grade = max_grade;
+  const std::string div(precision_divide_by);
+  TORCH_CHECK(div == "min_k_n" || div == "k",
+              "rankops: precision_divide_by must be 'min_k_n' or 'k', got '", div, "'");
+  a.precision_by_k = div == "k";
+  a.max_k = 0;
+  a.max_ndcg_k = -1;
+  bool whole = false;
+  for (size_t j = 0; j < metrics.size(); ++j) {
+    const Metric m = parse_metric(std::string(metrics[j]));
+    const int64_t k = ks[j];
+    TORCH_CHECK(k >= 0, "rankops: ks must be >= 1, or 0 for the whole list, got ", k);
+    a.metrics.push_back(m);
+    a.ks.push_back(k);
+    whole = whole || k == 0;
+    a.max_k = std::max(a.max_k, k);
+    if (m == Metric::Ndcg)
+      a.max_ndcg_k = (k == 0 || a.max_ndcg_k == 0) ? 0 : std::max(a.max_ndcg_k, k);
+  }
+  if (whole) a.max_k = 0;
+  return a;
+}
+
+}  // namespace rankops

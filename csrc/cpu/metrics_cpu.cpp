@@ -1,0 +1,159 @@
+// CPU kernel of the ranking metrics (NDCG, DCG, MRR, AP, P, recall, ERR at any cut-offs).
+//
+// Per list, one task of at::parallel_for (chunked by n log n):
+//  1. order the items by score descending, ties by position (NaN last); only the
+//     prefix that the largest cut-off reads is sorted (partial sort: the keys
+//     (score, index) are unique, so the order is the stable one);
+//  2. one pass over that prefix accumulates running DCG, hits, sum of P@r, ERR;
+//  3. every requested (metric, k) reads the running sums at min(k, n), plus IDCG@k
+//     (a second partial sort, of the gains) and the number of relevant items.
+// Each list writes only its own column of the output, so the result does not depend
+// on the number of threads. Arithmetic in float64; output in the accumulation dtype.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../common/checks.h"
+#include "../common/metric_math.h"
+#include "list_utils.h"
+#include "../common/metric_args.h"
+
+namespace rankops {
+namespace {
+
+template <typename scalar_t>
+void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
+                            const at::Tensor& offsets, const MetricArgs& args, at::Tensor& values,
+                            at::Tensor& defined) {
+  using T = at::opmath_type<scalar_t>;
+  const int64_t B = offsets.size(0) - 1;
+  const int64_t M = static_cast<int64_t>(args.metrics.size());
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const scalar_t* s_in = scores.data_ptr<scalar_t>();
+  const double* y_in = labels.data_ptr<double>();
+  const bool need_idcg = args.max_ndcg_k >= 0;
+  const double inv_two_pow_max = 1.0 / std::exp2(args.max_grade);
+  const Gain gain = args.gain;
+
+  std::vector<double> cost(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const double n = static_cast<double>(off[b + 1] - off[b]);
+    cost[b] = n * std::log2(2.0 + n);
+  }
+
+  // Output rows are metrics; each list writes column b. Computed in double, stored
+  // in the output dtype below.
+  std::vector<double> out(static_cast<size_t>(M * B), 0.0);
+  std::vector<uint8_t> ok(static_cast<size_t>(M * B), 0);
+
+  cpu::parallel_by_cost(cost, [&](int64_t b0, int64_t b1) {
+    std::vector<std::pair<T, int64_t>> keyed;
+    std::vector<double> ideal;
+    std::vector<double> idcg_prefix;
+    std::vector<MetricPrefix> prefix;
+    auto before = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    };
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t start = off[b], n = off[b + 1] - off[b];
+      if (n == 0) continue;  // no relevant item: every metric 0 and undefined
+      const double* y = y_in + start;
+
+      double num_relevant = 0.0;
+      bool any_gain = false;
+      for (int64_t i = 0; i < n; ++i) {
+        num_relevant += y[i] >= args.threshold ? 1.0 : 0.0;
+        any_gain = any_gain || y[i] > 0.0;
+      }
+
+      // 1. stable order of the prefix the cut-offs read
+      const int64_t top = args.max_k == 0 ? n : std::min(args.max_k, n);
+      keyed.resize(n);
+      for (int64_t i = 0; i < n; ++i) {
+        const T s = static_cast<T>(s_in[start + i]);
+        keyed[i] = {std::isnan(s) ? -INFINITY : s, i};
+      }
+      if (n <= 32) {  // insertion sort: short lists dominate web-search batches
+        for (int64_t i = 1; i < n; ++i) {
+          auto v = keyed[i];
+          int64_t j = i;
+          for (; j > 0 && before(v, keyed[j - 1]); --j) keyed[j] = keyed[j - 1];
+          keyed[j] = v;
+        }
+      } else if (top < n) {
+        std::partial_sort(keyed.begin(), keyed.begin() + top, keyed.end(), before);
+      } else {
+        std::sort(keyed.begin(), keyed.end(), before);
+      }
+
+      // 2. running sums over the prefix; prefix[p] = sums of the first p items
+      prefix.assign(top + 1, MetricPrefix{});
+      MetricPrefix run;
+      for (int64_t p = 0; p < top; ++p) {
+        const double yi = y[keyed[p].second];
+        run.add(p, gain_of(yi, gain), yi >= args.threshold, err_probability(yi, inv_two_pow_max));
+        prefix[p + 1] = run;
+      }
+
+      // ideal DCG at every position up to the largest NDCG cut-off
+      if (need_idcg) {
+        const int64_t itop = args.max_ndcg_k == 0 ? n : std::min(args.max_ndcg_k, n);
+        ideal.resize(n);
+        for (int64_t i = 0; i < n; ++i) ideal[i] = gain_of(y[i], gain);
+        std::partial_sort(ideal.begin(), ideal.begin() + itop, ideal.end(), std::greater<double>());
+        idcg_prefix.assign(itop + 1, 0.0);
+        for (int64_t p = 0; p < itop; ++p) idcg_prefix[p + 1] = idcg_prefix[p] + ideal[p] * discount_at(p);
+      }
+
+      // 3. every (metric, k)
+      for (int64_t j = 0; j < M; ++j) {
+        const Metric m = args.metrics[j];
+        const int64_t k = args.ks[j];
+        const int64_t cut = k == 0 ? n : std::min(k, n);
+        const double idcg = m == Metric::Ndcg ? idcg_prefix[cut] : 0.0;
+        out[j * B + b] = metric_value(m, k, n, prefix[cut], idcg, num_relevant, args.precision_by_k);
+        ok[j * B + b] = metric_is_graded(m) ? any_gain : num_relevant > 0.0;
+      }
+    }
+  });
+
+  auto out_t = at::from_blob(out.data(), {M, B}, at::TensorOptions().dtype(at::kDouble));
+  values.copy_(out_t);
+  auto ok_t = at::from_blob(ok.data(), {M, B}, at::TensorOptions().dtype(at::kByte));
+  defined.copy_(ok_t);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> ranking_metrics_cpu(
+    const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
+    c10::ArrayRef<c10::string_view> metrics, at::IntArrayRef ks, c10::string_view gain,
+    double relevance_threshold, double max_grade, c10::string_view precision_divide_by) {
+  check_list_inputs(scores, labels, offsets, c10::nullopt);
+  const auto off = offsets.contiguous();
+  check_offsets_values_cpu(off, scores.size(0));
+  const MetricArgs args =
+      parse_metric_args(metrics, ks, gain, relevance_threshold, max_grade, precision_divide_by);
+  const int64_t B = off.size(0) - 1;
+  const int64_t M = static_cast<int64_t>(args.metrics.size());
+  const auto acc = acc_dtype_of(scores.scalar_type());
+  auto values = at::zeros({M, B}, scores.options().dtype(acc));
+  auto defined = at::zeros({M, B}, scores.options().dtype(at::kBool));
+  if (M == 0 || B == 0) return {values, defined};
+  const auto s = scores.contiguous();
+  const auto y = labels.to(at::kDouble).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "ranking_metrics_cpu",
+                                  [&] { ranking_metrics_kernel<scalar_t>(s, y, off, args, values, defined); });
+  return {values, defined};
+}
+
+TORCH_LIBRARY_IMPL(rankops, CPU, m) { m.impl("ranking_metrics", &ranking_metrics_cpu); }
+
+}  // namespace rankops

@@ -1,0 +1,364 @@
+r"""Ranking metrics over packed, variable-length lists (DESIGN §3 "Metrics").
+
+Every metric takes ``scores, labels`` in any layout of :mod:`rankops.segments` (packed
+``[N]`` with ``offsets``/``lengths``/``group_ids``, or padded ``[B, L]`` with
+``lengths``/``mask``) and returns a scalar (``reduction="mean"``/``"sum"``) or one value
+per list (``"none"``, ``[B]``). One C++/CUDA kernel sorts each list once and computes
+every requested metric and cut-off in one pass; no Python loop over lists, no gradient.
+
+Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
+
+* **Ranks**: by score descending, **ties broken by position** (the earlier item ranks
+  higher), NaN scores rank as -inf (last). trec_eval gives the same order when document ids decrease
+  along each list (it breaks ties by docno descending).
+* **Gain** ``G(y) = 2^y - 1`` (``gain="exp2"``, default) or ``y`` (``"linear"``, the
+  gain of trec_eval's ndcg); **discount** ``D(r) = 1 / log2(1 + r)``.
+* **Relevant** (binary metrics): ``y >= relevance_threshold`` (default 1, as trec_eval).
+* ``dcg@k = sum_{r <= k'} G(y_r) D(r)``; ``ndcg@k = dcg@k / idcg@k``.
+* ``mrr@k = 1 / r`` of the first relevant item if ``r <= k``, else 0.
+* ``ap@k = (sum_{r <= k', relevant} P@r) / R``, R = relevant items of the **whole list**
+  (trec_eval's map / map_cut); ``map`` is the mean of ``ap``.
+* ``precision@k = hits@k' / min(k, n)`` (``divide_by="min_k_n"``, default, as Rax) or
+  ``hits@k' / k`` (``divide_by="k"``, trec_eval's P_k); without k, ``hits / n``.
+* ``recall@k = hits@k' / R``.
+* ``err@k = sum_{r <= k'} (1/r) p_r prod_{i<r} (1 - p_i)`` with
+  ``p = (2^y - 1) / 2^max_grade`` (Chapelle et al. 2009). ``max_grade`` is the top of
+  the grading scale, **default 4** (the 0-4 scale of MSLR-WEB / Yahoo! LTR), a constant so
+  that a list's ERR never depends on the rest of the batch; labels above it are an error
+  (pass ``max_grade=1`` for binary labels).
+
+**Lists with no relevant item** (no label >= threshold for mrr/ap/precision/recall; no
+positive label for ndcg/dcg/err; this includes **empty lists**) are governed by ``empty``:
+
+* ``"zero"`` (default): the list scores 0 and counts in the mean (trec_eval, Rax);
+* ``"one"``: it scores 1 and counts (LightGBM/XGBoost NDCG); does not apply to ``dcg``,
+  whose value for such a list is its natural 0;
+* ``"skip"``: it is left out of the mean (``"mean"`` divides by the number of lists that
+  have a relevant item), adds nothing to ``"sum"``, and is **NaN** in ``reduction="none"``
+  (so ``torch.nanmean`` of the per-list values equals the mean).
+
+A mean over no counted list is 0 (as the losses). Values are float32 for
+float16/bfloat16/float32 scores and float64 for float64 scores; the arithmetic is
+float64 throughout.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import segments
+from ._common import GAINS, REDUCTIONS, check_choice, check_k
+from ._metrics_ops import ops
+
+__all__ = [
+    "ndcg",
+    "dcg",
+    "mrr",
+    "ap",
+    "map",
+    "precision",
+    "recall",
+    "err",
+    "evaluate",
+    "MetricAccumulator",
+    "METRICS",
+    "EMPTY",
+    "DIVIDE_BY",
+]
+
+# Public metric names (and aliases) -> kernel metric name.
+METRICS = {
+    "ndcg": "ndcg",
+    "dcg": "dcg",
+    "mrr": "mrr",
+    "ap": "ap",
+    "map": "ap",
+    "precision": "precision",
+    "p": "precision",
+    "recall": "recall",
+    "err": "err",
+}
+EMPTY = ("zero", "one", "skip")
+DIVIDE_BY = ("min_k_n", "k")
+_SPEC = re.compile(r"^([a-z]+)(?:@(\d+))?$")
+
+
+def _check_number(name: str, value, *, minimum=None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise ValueError(f"{name} must be a finite number" + (f" >= {minimum}" if minimum is not None else "")
+                         + f", got {value}")
+    return value
+
+
+def parse_metric(spec: str) -> Tuple[str, Optional[int]]:
+    """``"ndcg@10"`` -> ``("ndcg", 10)``; ``"map"`` -> ``("ap", None)``."""
+    if not isinstance(spec, str):
+        raise TypeError(f"metrics must be strings like 'ndcg@10', got {type(spec).__name__}")
+    m = _SPEC.match(spec.strip().lower())
+    if not m or m.group(1) not in METRICS:
+        raise ValueError(f"metrics: unknown metric {spec!r}; use one of "
+                         f"{', '.join(sorted(METRICS))}, optionally with a cut-off like 'ndcg@10'")
+    k = None if m.group(2) is None else int(m.group(2))
+    if k is not None and k < 1:
+        raise ValueError(f"metrics: the cut-off of {spec!r} must be >= 1")
+    return METRICS[m.group(1)], k
+
+
+class _Options:
+    """Validated options shared by every metric."""
+
+    def __init__(self, gain="exp2", empty="zero", relevance_threshold=1.0, max_grade=4.0,
+                 divide_by="min_k_n"):
+        self.gain = check_choice("gain", gain, GAINS)
+        self.empty = check_choice("empty", empty, EMPTY)
+        self.threshold = _check_number("relevance_threshold", relevance_threshold)
+        self.max_grade = _check_number("max_grade", max_grade, minimum=0.0)
+        self.divide_by = check_choice("divide_by", divide_by, DIVIDE_BY)
+
+
+def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[int]]],
+              opt: _Options, validate: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """Kernel call: per-list values [M, B], defined [M, B] and the counted mask [M, B]
+    after the ``empty`` option (values of uncounted lists are 0)."""
+    lists = segments.as_packed(scores, labels, validate=validate, **layout)
+    if validate and any(name == "err" for name, _ in specs) and not torch.compiler.is_compiling():
+        if lists.labels.numel() and bool((lists.labels > opt.max_grade).any()):
+            raise ValueError(f"labels must be <= max_grade ({opt.max_grade:g}) for err; "
+                             "pass max_grade= the top of your grading scale")
+    names = [name for name, _ in specs]
+    ks = [0 if k is None else k for _, k in specs]
+    values, defined = ops.ranking_metrics(lists.scores, lists.labels, lists.offsets, names, ks,
+                                          opt.gain, opt.threshold, opt.max_grade, opt.divide_by)
+    B = lists.num_lists
+    values, defined = values[:, :B], defined[:, :B]
+    counted = torch.ones_like(defined)
+    if opt.empty == "one":
+        keep = defined | torch.tensor([n == "dcg" for n in names], device=defined.device)[:, None]
+        values = torch.where(keep, values, torch.ones_like(values))
+    elif opt.empty == "skip":
+        counted = defined
+    return values, defined, counted
+
+
+def _reduce(values: Tensor, counted: Tensor, reduction: str) -> Tensor:
+    """Reduces rows of per-list values [M, B] to [M] (or keeps [M, B] for "none")."""
+    if reduction == "none":
+        return torch.where(counted, values, torch.full_like(values, float("nan")))
+    total = torch.where(counted, values, torch.zeros_like(values)).sum(1)
+    if reduction == "sum":
+        return total
+    return total / counted.sum(1).clamp_min(1).to(total.dtype)
+
+
+def _layout(offsets, lengths, mask, group_ids) -> dict:
+    return dict(offsets=offsets, lengths=lengths, mask=mask, group_ids=group_ids)
+
+
+def _single(name, scores, labels, layout, k, reduction, opt, validate) -> Tensor:
+    check_choice("reduction", reduction, REDUCTIONS)
+    k = check_k(k)
+    values, _, counted = _per_list(scores, labels, layout, [(name, k)], opt, validate)
+    return _reduce(values, counted, reduction)[0]
+
+
+def ndcg(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+         lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+         group_ids: Optional[Tensor] = None, k: Optional[int] = None, gain: str = "exp2",
+         empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+    r"""NDCG@k = DCG@k / IDCG@k, ``DCG@k = sum_{r <= min(k, n)} G(y_r) / log2(1 + r)``.
+
+    ``G(y) = 2^y - 1`` (``gain="exp2"``) or ``y`` (``"linear"``); IDCG@k is the DCG@k of
+    the lists sorted by label. Ties in scores by position. A list with no positive label
+    (IDCG = 0) follows ``empty`` (module docstring).
+    """
+    return _single("ndcg", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(gain=gain, empty=empty), validate)
+
+
+def dcg(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+        group_ids: Optional[Tensor] = None, k: Optional[int] = None, gain: str = "exp2",
+        empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+    r"""DCG@k = ``sum_{r <= min(k, n)} G(y_r) / log2(1 + r)`` (unnormalised).
+
+    A list with no positive label has DCG 0 (``empty="one"`` does not change that;
+    ``"skip"`` leaves it out of the mean).
+    """
+    return _single("dcg", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(gain=gain, empty=empty), validate)
+
+
+def mrr(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+        group_ids: Optional[Tensor] = None, k: Optional[int] = None,
+        relevance_threshold: float = 1.0, empty: str = "zero", reduction: str = "mean",
+        validate: bool = True) -> Tensor:
+    r"""Reciprocal rank ``1 / r`` of the first item with ``y >= relevance_threshold``
+    (0 when it ranks below k); the mean over lists is MRR (trec_eval's recip_rank)."""
+    return _single("mrr", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold),
+                   validate)
+
+
+def ap(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+       lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+       group_ids: Optional[Tensor] = None, k: Optional[int] = None,
+       relevance_threshold: float = 1.0, empty: str = "zero", reduction: str = "mean",
+       validate: bool = True) -> Tensor:
+    r"""Average precision ``AP@k = (sum_{r <= min(k, n), y_r relevant} P@r) / R``.
+
+    R counts the relevant items of the whole list, also those ranked below k (trec_eval's
+    map and map_cut). ``reduction="mean"`` gives MAP.
+    """
+    return _single("ap", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold),
+                   validate)
+
+
+def map(scores: Tensor, labels: Tensor, **kwargs) -> Tensor:  # noqa: A001 (the metric's name)
+    r"""MAP: the mean over lists of :func:`ap` (same arguments; ``reduction`` is ``"mean"``)."""
+    if "reduction" in kwargs:
+        raise TypeError("map is the mean of ap; use ap(..., reduction=...) for other reductions")
+    return ap(scores, labels, reduction="mean", **kwargs)
+
+
+def precision(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+              lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+              group_ids: Optional[Tensor] = None, k: Optional[int] = None,
+              relevance_threshold: float = 1.0, divide_by: str = "min_k_n",
+              empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+    r"""Precision@k = ``hits@k / min(k, n)`` (``divide_by="min_k_n"``, as Rax) or
+    ``hits@k / k`` (``divide_by="k"``, as trec_eval's P_k); ``hits / n`` without k."""
+    return _single("precision", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold,
+                                       divide_by=divide_by), validate)
+
+
+def recall(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+           lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+           group_ids: Optional[Tensor] = None, k: Optional[int] = None,
+           relevance_threshold: float = 1.0, empty: str = "zero", reduction: str = "mean",
+           validate: bool = True) -> Tensor:
+    r"""Recall@k = ``hits@k / R`` (R: relevant items of the whole list)."""
+    return _single("recall", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold),
+                   validate)
+
+
+def err(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+        group_ids: Optional[Tensor] = None, k: Optional[int] = None, max_grade: float = 4.0,
+        empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+    r"""Expected reciprocal rank (Chapelle et al. 2009):
+    ``ERR@k = sum_{r <= min(k, n)} (1/r) p_r prod_{i<r} (1 - p_i)``,
+    ``p = (2^y - 1) / 2^max_grade``. ``max_grade`` (default 4) is the top of the grading
+    scale; labels above it raise ValueError."""
+    return _single("err", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(empty=empty, max_grade=max_grade), validate)
+
+
+def _parse_specs(metrics) -> List[Tuple[str, Optional[int]]]:
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError("metrics must name at least one metric")
+    return [parse_metric(s) for s in metrics]
+
+
+def evaluate(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+             lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+             group_ids: Optional[Tensor] = None,
+             metrics: Iterable[str] = ("ndcg@10", "map", "mrr"), gain: str = "exp2",
+             empty: str = "zero", relevance_threshold: float = 1.0, max_grade: float = 4.0,
+             divide_by: str = "min_k_n", reduction: str = "mean",
+             validate: bool = True) -> Dict[str, Tensor]:
+    r"""Several metrics and cut-offs in one kernel call (each list is sorted once).
+
+    ``metrics``: names ``ndcg``, ``dcg``, ``mrr``, ``ap``/``map``, ``precision``/``p``,
+    ``recall``, ``err``, each optionally with ``@k``. Returns ``{spec: value}`` in the
+    given order: scalars for ``reduction="mean"``/``"sum"``, ``[B]`` for ``"none"``.
+    The options mean what they mean in the single-metric functions.
+    """
+    specs = _parse_specs(metrics)
+    check_choice("reduction", reduction, REDUCTIONS)
+    opt = _Options(gain, empty, relevance_threshold, max_grade, divide_by)
+    values, _, counted = _per_list(scores, labels, _layout(offsets, lengths, mask, group_ids),
+                                   specs, opt, validate)
+    reduced = _reduce(values, counted, reduction)
+    return {spec: reduced[j] for j, spec in enumerate(metrics if not isinstance(metrics, str) else [metrics])}
+
+
+class MetricAccumulator:
+    r"""Streaming mean of ranking metrics over an evaluation loop, also across processes.
+
+    ``update(scores, labels, offsets=...)`` adds each batch's per-list values to running
+    sums and counts (float64/int64, on the device of the inputs, no host sync);
+    ``compute()`` returns ``{spec: sum / count}`` (0 where no list counted). Under
+    ``torch.distributed`` (initialised), ``compute()`` all-reduces the sums and counts
+    over ``process_group`` first, so every rank gets the mean over all lists of all
+    ranks; every rank must call it. ``empty="skip"`` lists count nowhere. The result
+    equals :func:`evaluate` on the concatenation of all batches.
+    """
+
+    def __init__(self, metrics: Iterable[str] = ("ndcg@10", "map", "mrr"), *, gain: str = "exp2",
+                 empty: str = "zero", relevance_threshold: float = 1.0, max_grade: float = 4.0,
+                 divide_by: str = "min_k_n", process_group=None, validate: bool = True):
+        self.metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+        self._specs = _parse_specs(self.metrics)
+        self._opt = _Options(gain, empty, relevance_threshold, max_grade, divide_by)
+        self.process_group = process_group
+        self.validate = validate
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets every update."""
+        self._sums: Optional[Tensor] = None    # [M] float64
+        self._counts: Optional[Tensor] = None  # [M] float64 (exact up to 2^53 lists)
+
+    @torch.no_grad()
+    def update(self, scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+               lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+               group_ids: Optional[Tensor] = None) -> None:
+        """Adds one batch (any layout of :mod:`rankops.segments`)."""
+        values, _, counted = _per_list(scores.detach(), labels, _layout(offsets, lengths, mask, group_ids),
+                                       self._specs, self._opt, self.validate)
+        sums = torch.where(counted, values, torch.zeros_like(values)).to(torch.float64).sum(1)
+        counts = counted.to(torch.float64).sum(1)
+        if self._sums is None:
+            self._sums, self._counts = sums, counts
+        else:
+            self._sums = self._sums + sums.to(self._sums.device)
+            self._counts = self._counts + counts.to(self._counts.device)
+
+    def _state(self) -> Tensor:
+        if self._sums is not None:
+            return torch.stack([self._sums, self._counts])
+        device = "cpu"
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_backend(self.process_group) == "nccl":
+                device = torch.device("cuda", torch.cuda.current_device())
+        return torch.zeros(2, len(self._specs), dtype=torch.float64, device=device)
+
+    @torch.no_grad()
+    def compute(self) -> Dict[str, Tensor]:
+        """``{spec: mean}`` (float64 scalars) over every list seen (on every rank)."""
+        state = self._state()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            state = state.clone()
+            torch.distributed.all_reduce(state, op=torch.distributed.ReduceOp.SUM,
+                                         group=self.process_group)
+        means = state[0] / state[1].clamp_min(1)
+        return {spec: means[j] for j, spec in enumerate(self.metrics)}
+
+    @property
+    def num_lists(self) -> Tensor:
+        """Counted lists per metric on this rank (``[M]``), before any all-reduce."""
+        return self._state()[1]

@@ -1,0 +1,477 @@
+"""Ranking metrics: hand cases, conventions, layouts, reference agreement, pytrec_eval and
+scikit-learn agreement, the streaming accumulator (also under torch.distributed)."""
+import math
+import os
+import socket
+
+import pytest
+import torch
+
+import rankops
+from rankops import metrics as M
+from rankops import reference
+from lists import EDGE_LENGTHS, random_batch
+
+NAMES = ["ndcg", "dcg", "mrr", "ap", "precision", "recall", "err"]
+FUNCS = {"ndcg": M.ndcg, "dcg": M.dcg, "mrr": M.mrr, "ap": M.ap, "precision": M.precision,
+         "recall": M.recall, "err": M.err}
+
+
+def _D(r):
+    return 1.0 / math.log2(1.0 + r)
+
+
+# --------------------------------------------------------------------------------------
+# Hand-worked list: scores (0.8, -0.4, 1.5, 0.1), labels (3, 2, 1, 0).
+# Sorted by score: 1.5 (item 2, y=1), 0.8 (item 0, y=3), 0.1 (item 3, y=0), -0.4 (item 1,
+# y=2): labels in rank order (1, 3, 0, 2). Relevant (y >= 1): ranks 1, 2, 4; R = 3.
+HAND_SCORES = [0.8, -0.4, 1.5, 0.1]
+HAND_LABELS = [3.0, 2.0, 1.0, 0.0]
+RANKED = [1.0, 3.0, 0.0, 2.0]
+
+
+def _hand(name, k, gain="exp2", divide_by="min_k_n", max_grade=4.0):
+    """The metric of the hand list from its definition, with the ranks above."""
+    n = 4
+    kk = n if k is None else min(k, n)
+    G = [(2.0 ** y - 1.0) if gain == "exp2" else y for y in RANKED]
+    if name in ("dcg", "ndcg"):
+        d = sum(G[p] * _D(p + 1) for p in range(kk))
+        if name == "dcg":
+            return d
+        ideal = sorted(G, reverse=True)
+        return d / sum(ideal[p] * _D(p + 1) for p in range(kk))
+    rel = [y >= 1 for y in RANKED]
+    R = sum(rel)
+    if name == "mrr":
+        return next((1.0 / (p + 1) for p in range(kk) if rel[p]), 0.0)
+    if name == "ap":
+        return sum(sum(rel[: p + 1]) / (p + 1) for p in range(kk) if rel[p]) / R
+    if name == "precision":
+        return sum(rel[:kk]) / (kk if k is None or divide_by == "min_k_n" else k)
+    if name == "recall":
+        return sum(rel[:kk]) / R
+    p = [(2.0 ** y - 1.0) / 2.0 ** max_grade for y in RANKED]
+    out, reach = 0.0, 1.0
+    for r in range(kk):
+        out += reach * p[r] / (r + 1)
+        reach *= 1 - p[r]
+    return out
+
+
+def test_hand_values_spelled_out():
+    # a few values written out, so the helper above is checked too
+    assert _hand("dcg", 2) == pytest.approx(1.0 + 7.0 / math.log2(3))
+    assert _hand("ap", None) == pytest.approx((1 / 1 + 2 / 2 + 3 / 4) / 3)
+    assert _hand("mrr", None) == 1.0
+    assert _hand("precision", 3) == pytest.approx(2 / 3)
+    assert _hand("precision", 10) == pytest.approx(3 / 4)
+    assert _hand("precision", 10, divide_by="k") == pytest.approx(3 / 10)
+    assert _hand("recall", 2) == pytest.approx(2 / 3)
+    assert _hand("err", 1) == pytest.approx((2.0 - 1) / 16)
+    ideal = 7 + 3 / math.log2(3) + 1 / math.log2(4)
+    assert _hand("ndcg", None) == pytest.approx((1 + 7 / math.log2(3) + 3 / math.log2(5)) / ideal)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("k", [None, 1, 2, 3, 10])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hand_list(device, name, k, dtype):
+    s = torch.tensor(HAND_SCORES, dtype=dtype, device=device)
+    y = torch.tensor(HAND_LABELS, device=device)
+    got = FUNCS[name](s, y, k=k)
+    assert got.dtype == dtype
+    assert got.item() == pytest.approx(_hand(name, k), rel=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+def test_hand_list_options(device):
+    s = torch.tensor(HAND_SCORES, dtype=torch.float64, device=device)
+    y = torch.tensor(HAND_LABELS, dtype=torch.float64, device=device)
+    assert M.ndcg(s, y, k=3, gain="linear").item() == pytest.approx(_hand("ndcg", 3, gain="linear"), rel=1e-12)
+    assert M.dcg(s, y, gain="linear").item() == pytest.approx(_hand("dcg", None, gain="linear"), rel=1e-12)
+    assert M.precision(s, y, k=10, divide_by="k").item() == pytest.approx(0.3, rel=1e-12)
+    assert M.err(s, y, max_grade=3).item() == pytest.approx(_hand("err", None, max_grade=3), rel=1e-12)
+    # threshold 2: relevant are y in {3, 2}, at ranks 2 and 4
+    assert M.mrr(s, y, relevance_threshold=2).item() == pytest.approx(0.5, rel=1e-12)
+    assert M.ap(s, y, relevance_threshold=2).item() == pytest.approx((1 / 2 + 2 / 4) / 2, rel=1e-12)
+    assert M.recall(s, y, k=3, relevance_threshold=2).item() == pytest.approx(0.5, rel=1e-12)
+
+
+def test_ties_broken_by_position(device):
+    # all scores equal: the order is the input order, labels (0, 0, 1, 2) at ranks 1..4
+    s = torch.ones(4, dtype=torch.float64, device=device)
+    y = torch.tensor([0.0, 0.0, 1.0, 2.0], device=device)
+    dcg = 1 / math.log2(4) + 3 / math.log2(5)
+    idcg = 3 + 1 / math.log2(3)
+    assert M.ndcg(s, y).item() == pytest.approx(dcg / idcg, rel=1e-12)
+    assert M.mrr(s, y).item() == pytest.approx(1 / 3, rel=1e-12)
+    assert M.ap(s, y).item() == pytest.approx((1 / 3 + 2 / 4) / 2, rel=1e-12)
+    assert M.precision(s, y, k=2).item() == 0.0
+    # a tie group in the middle: (0.5, 0.9, 0.5, 0.9) -> order 1, 3, 0, 2
+    s = torch.tensor([0.5, 0.9, 0.5, 0.9], dtype=torch.float64, device=device)
+    y = torch.tensor([1.0, 0.0, 0.0, 0.0], device=device)
+    assert M.mrr(s, y).item() == pytest.approx(1 / 3, rel=1e-12)
+    # NaN scores rank last
+    s = torch.tensor([float("nan"), 0.0, -1.0], dtype=torch.float64, device=device)
+    y = torch.tensor([1.0, 0.0, 0.0], device=device)
+    assert M.mrr(s, y).item() == pytest.approx(1 / 3, rel=1e-12)
+
+
+def test_no_relevant_item_and_empty_lists(device):
+    # list 0: hand list; list 1: no relevant item; list 2: empty; list 3: a single relevant item
+    s = torch.tensor(HAND_SCORES + [0.3, 0.2] + [0.1], dtype=torch.float64, device=device)
+    y = torch.tensor(HAND_LABELS + [0.0, 0.0] + [2.0], dtype=torch.float64, device=device)
+    offsets = torch.tensor([0, 4, 6, 6, 7], device=device)
+    for name in NAMES:
+        a = _hand(name, None)
+        single = {"ndcg": 1.0, "dcg": 3.0, "mrr": 1.0, "ap": 1.0, "precision": 1.0, "recall": 1.0,
+                  "err": 3.0 / 16}[name]
+        f = FUNCS[name]
+        zero = f(s, y, offsets=offsets, reduction="none")
+        assert zero.tolist() == pytest.approx([a, 0.0, 0.0, single], rel=1e-12)
+        assert f(s, y, offsets=offsets).item() == pytest.approx((a + single) / 4, rel=1e-12)
+        assert f(s, y, offsets=offsets, reduction="sum").item() == pytest.approx(a + single, rel=1e-12)
+        one = f(s, y, offsets=offsets, reduction="none", empty="one")
+        filler = 0.0 if name == "dcg" else 1.0  # dcg keeps its natural 0
+        assert one.tolist() == pytest.approx([a, filler, filler, single], rel=1e-12)
+        assert f(s, y, offsets=offsets, empty="one").item() == pytest.approx((a + single + 2 * filler) / 4, rel=1e-12)
+        skip = f(s, y, offsets=offsets, reduction="none", empty="skip")
+        assert skip[[0, 3]].tolist() == pytest.approx([a, single], rel=1e-12)
+        assert torch.isnan(skip[[1, 2]]).all()
+        mean_skip = f(s, y, offsets=offsets, empty="skip")
+        assert mean_skip.item() == pytest.approx((a + single) / 2, rel=1e-12)
+        assert mean_skip.item() == pytest.approx(torch.nanmean(skip).item(), rel=1e-12)
+    # no list counts: the mean is 0
+    none = torch.tensor([0.0, 0.0], device=device)
+    assert M.ndcg(none.double(), none, empty="skip").item() == 0.0
+    empty_batch = M.ndcg(torch.zeros(0, dtype=torch.float64, device=device), torch.zeros(0, device=device))
+    assert empty_batch.item() == 0.0
+
+
+def test_graded_versus_binary_definedness(device):
+    # label 0.5: a positive gain (ndcg defined) but not relevant at threshold 1
+    s = torch.tensor([1.0, 0.0], dtype=torch.float64, device=device)
+    y = torch.tensor([0.0, 0.5], dtype=torch.float64, device=device)
+    assert M.ndcg(s, y, empty="one").item() == pytest.approx((2 ** 0.5 - 1) * _D(2) / (2 ** 0.5 - 1), rel=1e-12)
+    assert M.mrr(s, y, empty="one").item() == 1.0
+    assert M.mrr(s, y, relevance_threshold=0.5).item() == 0.5
+
+
+def test_k_larger_than_n(device):
+    s, y, offsets = random_batch([3, 5, 0, 1], device=device, seed=3)
+    for name in NAMES:
+        whole = FUNCS[name](s, y, offsets=offsets, reduction="none", empty="one")
+        big = FUNCS[name](s, y, offsets=offsets, reduction="none", k=100, empty="one")
+        if name == "precision":  # hits / min(k, n) = hits / n
+            assert torch.allclose(whole, big, rtol=1e-12, atol=0)
+            by_k = M.precision(s, y, offsets=offsets, reduction="none", k=100, divide_by="k", empty="one")
+            n = (offsets[1:] - offsets[:-1]).to(by_k.dtype)
+            defined = whole != 1.0
+            assert torch.allclose(by_k[defined], (whole * n / 100)[defined], rtol=1e-12, atol=0)
+        else:
+            assert torch.allclose(whole, big, rtol=1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------------------
+# Layouts
+
+def test_all_layouts_agree(device):
+    lengths = [4, 0, 3, 1, 5]
+    s, y, offsets = random_batch(lengths, device=device, ties=True, seed=1)
+    specs = ["ndcg@3", "map", "mrr", "precision@2", "recall@3", "err", "dcg"]
+    kw = dict(metrics=specs, reduction="none", empty="one")
+    packed = M.evaluate(s, y, offsets=offsets, **kw)
+    lens = torch.tensor(lengths, device=device)
+    by_lengths = M.evaluate(s, y, lengths=lens, **kw)
+    padded_s, mask = rankops.segments.unpack(s, offsets, fill=-5.0)
+    padded_y, _ = rankops.segments.unpack(y, offsets)
+    by_mask = M.evaluate(padded_s, padded_y, mask=mask, **kw)
+    by_plen = M.evaluate(padded_s, padded_y, lengths=lens, **kw)
+    nonempty = [i for i, n in enumerate(lengths) if n]
+    gid = torch.repeat_interleave(torch.tensor([10, 11, 12, 13, 14], device=device), lens)
+    by_gid = M.evaluate(s, y, group_ids=gid, **kw)  # group ids cannot express the empty list
+    for spec in specs:
+        assert packed[spec].shape == (5,)
+        assert torch.equal(packed[spec], by_lengths[spec])
+        assert torch.equal(packed[spec], by_mask[spec])
+        assert torch.equal(packed[spec], by_plen[spec])
+        assert torch.equal(packed[spec][nonempty], by_gid[spec])
+        one_by_one = torch.stack([
+            M.evaluate(s[offsets[b]:offsets[b + 1]], y[offsets[b]:offsets[b + 1]], **kw)[spec][0]
+            for b in range(5)])
+        assert torch.equal(packed[spec], one_by_one)
+    # padded without lengths: every row is a full list
+    full = M.ndcg(padded_s[:, :1], padded_y[:, :1], reduction="none")
+    assert full.shape == (5,)
+
+
+# --------------------------------------------------------------------------------------
+# Reference agreement on random batches
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("empty", ["zero", "one", "skip"])
+@pytest.mark.parametrize("gain", ["exp2", "linear"])
+def test_evaluate_matches_reference(device, ties, empty, gain):
+    lengths = EDGE_LENGTHS + [5, 0, 12, 1000]
+    s, y, offsets = random_batch(lengths, device=device, ties=ties, grades=3, seed=7)
+    y[offsets[2]:offsets[3]] = 0  # a list with no relevant item
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@5", "@10", "@300")]
+    for reduction in ("none", "mean", "sum"):
+        for divide_by in ("min_k_n", "k"):
+            kw = dict(offsets=offsets, metrics=specs, empty=empty, gain=gain, reduction=reduction,
+                      divide_by=divide_by, relevance_threshold=1.0, max_grade=2.0)
+            got = M.evaluate(s, y, **kw)
+            want = reference.evaluate(s, y, **kw)
+            for spec in specs:
+                torch.testing.assert_close(got[spec], want[spec], rtol=1e-12, atol=1e-12, equal_nan=True,
+                                           msg=lambda m: f"{spec} {reduction}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_low_precision_scores(device, dtype):
+    s, y, offsets = random_batch([7, 33, 100, 0, 2], device=device, dtype=dtype, seed=2)
+    got = M.evaluate(s, y, offsets=offsets, metrics=["ndcg@5", "map", "err@3"], reduction="none")
+    want = reference.evaluate(s, y, offsets=offsets, metrics=["ndcg@5", "map", "err@3"], reduction="none")
+    for spec in got:
+        assert got[spec].dtype == torch.float32
+        torch.testing.assert_close(got[spec], want[spec], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_single_metric_functions_match_reference(device, name):
+    s, y, offsets = random_batch([10, 0, 3, 50], device=device, ties=True, seed=4)
+    for k in (None, 3):
+        got = FUNCS[name](s, y, offsets=offsets, k=k, reduction="none")
+        want = getattr(reference, name)(s, y, offsets=offsets, k=k, reduction="none")
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(M.map(s, y, offsets=offsets), reference.map(s, y, offsets=offsets))
+
+
+def test_deterministic_and_thread_independent():
+    s, y, offsets = random_batch([int(x) for x in torch.randint(0, 300, (400,))], ties=True, seed=5)
+    specs = ["ndcg@10", "map", "mrr", "err"]
+    first = M.evaluate(s, y, offsets=offsets, metrics=specs, reduction="none")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = M.evaluate(s, y, offsets=offsets, metrics=specs, reduction="none")
+    finally:
+        torch.set_num_threads(threads)
+    for spec in specs:
+        assert torch.equal(first[spec], single[spec])
+
+
+def test_opcheck_and_fake_kernel():
+    s, y, offsets = random_batch([4, 0, 7], seed=6)
+    args = (s, y, offsets, ["ndcg", "ap", "precision"], [3, 0, 2], "exp2", 1.0, 4.0, "min_k_n")
+    torch.library.opcheck(torch.ops.rankops.ranking_metrics.default, args)
+
+
+def test_compile():
+    s, y, offsets = random_batch([4, 6, 7], seed=6)
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def f(s, y, offsets):
+        return M.evaluate(s, y, offsets=offsets, metrics=["ndcg@3", "mrr"], reduction="none")
+
+    got = f(s, y, offsets)
+    want = M.evaluate(s, y, offsets=offsets, metrics=["ndcg@3", "mrr"], reduction="none")
+    for spec in want:
+        torch.testing.assert_close(got[spec], want[spec])
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+
+def test_bad_arguments():
+    s = torch.tensor([0.5, 0.2, 0.1])
+    y = torch.tensor([1.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        M.ndcg(s, y, k=0)
+    with pytest.raises(TypeError, match="k must be an int"):
+        M.ndcg(s, y, k=2.5)
+    with pytest.raises(ValueError, match="empty must be one of"):
+        M.ndcg(s, y, empty="nan")
+    with pytest.raises(ValueError, match="gain must be one of"):
+        M.dcg(s, y, gain="exp")
+    with pytest.raises(ValueError, match="divide_by must be one of"):
+        M.precision(s, y, divide_by="n")
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        M.mrr(s, y, reduction="avg")
+    with pytest.raises(ValueError, match="unknown metric"):
+        M.evaluate(s, y, metrics=["ndcg@10", "auc"])
+    with pytest.raises(ValueError, match="cut-off"):
+        M.evaluate(s, y, metrics=["ndcg@0"])
+    with pytest.raises(ValueError, match="metrics must name"):
+        M.evaluate(s, y, metrics=[])
+    with pytest.raises(ValueError, match="max_grade"):
+        M.err(s, y, max_grade=1)
+    with pytest.raises(ValueError, match="max_grade"):
+        M.err(s, y, max_grade=-1)
+    with pytest.raises(TypeError, match="relevance_threshold"):
+        M.mrr(s, y, relevance_threshold="1")
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        M.ndcg(s, -y)
+    with pytest.raises(ValueError, match="offsets must end at N"):
+        M.ndcg(s, y, offsets=torch.tensor([0, 2]))
+    with pytest.raises(TypeError, match="offsets must be int64"):
+        M.ndcg(s, y, offsets=torch.tensor([0, 3], dtype=torch.int32))
+    with pytest.raises(TypeError, match="scores must be a floating"):
+        M.ndcg(torch.tensor([1, 2, 3]), y)
+    with pytest.raises(ValueError, match="labels must have the shape"):
+        M.ndcg(s, y[:2])
+    with pytest.raises(TypeError, match="map is the mean"):
+        M.map(s, y, reduction="none")
+    with pytest.raises(RuntimeError, match="metrics must be among"):
+        torch.ops.rankops.ranking_metrics(s, y, torch.tensor([0, 3]), ["auc"], [0], "exp2", 1.0, 4.0, "k")
+
+
+# --------------------------------------------------------------------------------------
+# pytrec_eval and scikit-learn
+
+def _trec_inputs(s, y, offsets, gain):
+    """qrels and run for pytrec_eval. trec_eval breaks score ties by docno descending, so
+    docnos decrease along each list: the earlier item wins a tie, as in rankops."""
+    qrel, run = {}, {}
+    for b in range(offsets.numel() - 1):
+        lo, hi = int(offsets[b]), int(offsets[b + 1])
+        n = hi - lo
+        q = f"q{b:05d}"
+        qrel[q], run[q] = {}, {}
+        for i in range(n):
+            doc = f"d{n - 1 - i:08d}"
+            label = int(y[lo + i])
+            qrel[q][doc] = (2 ** label - 1) if gain == "exp2" else label
+            run[q][doc] = float(s[lo + i])
+    return qrel, run
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("gain", ["exp2", "linear"])
+def test_agrees_with_pytrec_eval(ties, gain):
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    g = torch.Generator().manual_seed(11)
+    lengths = torch.randint(1, 60, (300,), generator=g).tolist() + [1, 2, 250]
+    s, y, offsets = random_batch(lengths, ties=ties, grades=4, seed=12)
+    y[offsets[3]:offsets[4]] = 0  # lists with no relevant item
+    y[offsets[10]:offsets[11]] = 0
+    # trec_eval skips queries without any qrels line; every query here has qrels (some all 0).
+    qrel, run = _trec_inputs(s, y, offsets, gain)
+    cuts = [1, 3, 5, 10, 20]
+    measures = {"ndcg", "map", "recip_rank", "ndcg_cut." + ",".join(map(str, cuts)),
+                "P." + ",".join(map(str, cuts)), "recall." + ",".join(map(str, cuts)),
+                "map_cut." + ",".join(map(str, cuts))}
+    trec = pytrec_eval.RelevanceEvaluator(qrel, measures).evaluate(run)
+    queries = sorted(trec)
+    assert len(queries) == len(lengths)
+    pairs = {"ndcg": "ndcg", "map": "map", "mrr": "recip_rank"}
+    for c in cuts:
+        pairs.update({f"ndcg@{c}": f"ndcg_cut_{c}", f"precision@{c}": f"P_{c}",
+                      f"recall@{c}": f"recall_{c}", f"ap@{c}": f"map_cut_{c}"})
+    ours = M.evaluate(s, y, offsets=offsets, metrics=list(pairs), gain=gain, divide_by="k",
+                      reduction="none")
+    worst = 0.0
+    for spec, tname in pairs.items():
+        theirs = torch.tensor([trec[q][tname] for q in queries], dtype=torch.float64)
+        diff = (ours[spec] - theirs).abs().max().item()
+        worst = max(worst, diff)
+        assert diff <= 1e-6, f"{spec} vs trec_eval {tname}: max |diff| {diff}"
+    # and the means (every query counts, as trec_eval's averages over its qrels queries)
+    means = M.evaluate(s, y, offsets=offsets, metrics=list(pairs), gain=gain, divide_by="k")
+    for spec, tname in pairs.items():
+        theirs = sum(trec[q][tname] for q in queries) / len(queries)
+        assert abs(means[spec].item() - theirs) <= 1e-6
+
+
+def test_agrees_with_sklearn_ndcg_score():
+    sk = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(21)
+    B, L = 64, 30
+    s = torch.randn(B, L, generator=g, dtype=torch.float64)  # continuous: no ties
+    y = torch.randint(0, 5, (B, L), generator=g).to(torch.float64)
+    y[0] = 0  # no relevant item: sklearn gives 0 there too
+    for k in (None, 1, 5, 10):
+        ours = M.ndcg(s, y, k=k, gain="linear", reduction="none")
+        theirs = [sk.ndcg_score(y[b:b + 1].numpy(), s[b:b + 1].numpy(), k=k) for b in range(B)]
+        assert ours.tolist() == pytest.approx(theirs, rel=1e-9, abs=1e-12)
+        mean = sk.ndcg_score(y.numpy(), s.numpy(), k=k)
+        assert M.ndcg(s, y, k=k, gain="linear").item() == pytest.approx(mean, rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# Streaming accumulator
+
+@pytest.mark.parametrize("empty", ["zero", "one", "skip"])
+def test_accumulator_equals_one_call(device, empty):
+    specs = ["ndcg@10", "map", "mrr", "precision@5", "err"]
+    batches = [random_batch(lens, device=device, seed=i, grades=3)
+               for i, lens in enumerate([[5, 0, 12], [1, 40], [], [7, 7, 7]])]
+    acc = M.MetricAccumulator(specs, empty=empty, max_grade=2)
+    for s, y, offsets in batches:
+        acc.update(s, y, offsets=offsets)
+    got = acc.compute()
+    s = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    lengths = torch.cat([b[2][1:] - b[2][:-1] for b in batches])
+    want = M.evaluate(s, y, lengths=lengths, metrics=specs, empty=empty, max_grade=2)
+    for spec in specs:
+        assert got[spec].item() == pytest.approx(want[spec].item(), rel=1e-12)
+    acc.reset()
+    assert acc.compute()["map"].item() == 0.0
+
+
+def _distributed_worker(rank, world, port, out_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        acc = M.MetricAccumulator(["ndcg@5", "map", "mrr"], empty="skip")
+        for lens, seed in (([3, 8, 0], 100 + rank), ([20], 200 + rank)):
+            s, y, offsets = random_batch(lens, seed=seed, grades=3)
+            acc.update(s, y, offsets=offsets)
+        result = {k: v.item() for k, v in acc.compute().items()}
+        if rank == 0:
+            torch.save(result, out_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_accumulator_under_torch_distributed(tmp_path):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as sock:  # a free port, bound to loopback only
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = str(tmp_path / "result.pt")
+    mp.spawn(_distributed_worker, args=(2, port, out), nprocs=2, join=True)
+    got = torch.load(out)
+    parts = [random_batch(lens, seed=seed, grades=3)
+             for rank in range(2) for lens, seed in (([3, 8, 0], 100 + rank), ([20], 200 + rank))]
+    s = torch.cat([p[0] for p in parts])
+    y = torch.cat([p[1] for p in parts])
+    lengths = torch.cat([p[2][1:] - p[2][:-1] for p in parts])
+    want = M.evaluate(s, y, lengths=lengths, metrics=["ndcg@5", "map", "mrr"], empty="skip")
+    for spec, value in want.items():
+        assert got[spec] == pytest.approx(value.item(), rel=1e-12)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and rankops.build_info()["cuda"]),
+                    reason="needs a GPU and a CUDA build")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_cuda_matches_cpu(dtype):
+    lengths = EDGE_LENGTHS + [0, 5000, 3, 70000]
+    s, y, offsets = random_batch(lengths, ties=True, grades=4, seed=31, dtype=dtype)
+    s[5] = float("nan")
+    s[7] = -0.0
+    s[8] = 0.0
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")]
+    kw = dict(metrics=specs, reduction="none", empty="one", max_grade=3)
+    cpu = M.evaluate(s, y, offsets=offsets, **kw)
+    gpu = M.evaluate(s.cuda(), y.cuda(), offsets=offsets.cuda(), **kw)
+    for spec in specs:
+        torch.testing.assert_close(gpu[spec].cpu(), cpu[spec], rtol=1e-12 if dtype == torch.float64 else 1e-6,
+                                   atol=1e-12 if dtype == torch.float64 else 1e-6)
