@@ -1,5 +1,5 @@
 # Two commands on a fresh Linux machine with Python >= 3.10:
-#   make demo   set up .venv (torch, build deps), build rankops, run the main job
+#   make demo   set up .venv (torch, build deps), build rankops, train and compare rankers
 #   make test   set up .venv, build rankops, run the whole test suite
 # Variables: VENV (default .venv), TORCH (pip spec used when the venv has no torch),
 # RANKOPS_CUDA (auto|1|0), CUDA_HOME, TORCH_CUDA_ARCH_LIST, MAX_JOBS, PYTEST_ARGS.
@@ -22,7 +22,7 @@ $(VENV)/.deps-ok: pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
 	$(PIP) install -q "setuptools>=64" wheel ninja numpy "pytest>=7"
-	$(PIP) install -q pytrec-eval-terrier scikit-learn  # the test extra's comparison libraries
+	$(PIP) install -q pytrec-eval-terrier scikit-learn tqdm matplotlib  # test and demo extras
 	touch $@
 
 # Rebuild when the sources changed or another venv/torch built the in-tree extension.
@@ -38,7 +38,7 @@ test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: build
-	$(PY) benchmarks/bench_pairwise.py
+	$(PY) -m rankops.demo --out demo_out
 
 bench: build
 	$(PY) benchmarks/bench_pairwise.py --out benchmarks/results_cpu_pairwise.md
