@@ -97,6 +97,7 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", help="also write the Markdown table here")
+    p.add_argument("--only", help="run only the shapes whose name contains one of these comma-separated strings, e.g. '(a),(c)'")
     p.add_argument("--measure-memory", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.measure_memory:
@@ -110,6 +111,8 @@ def main():
              "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for shape, lengths, loss in cases(device, a.quick):
+        if a.only and not any(part in shape for part in a.only.split(",")):
+            continue
         opts = LOSSES[loss]
         batch = common.make_batch(lengths, device=device)
         pairs = pairs_evaluated(lengths, opts.get("k"))
