@@ -77,6 +77,12 @@ void parallel_by_cost(const std::vector<double>& costs, Fn fn) {
   if (items == 0) return;
   std::vector<double> prefix(items + 1, 0.0);
   for (int64_t i = 0; i < items; ++i) prefix[i + 1] = prefix[i] + costs[i] + 1.0;
+  // Small jobs run on the calling thread: waking the pool costs more than they do
+  // (and much more when the other cores are busy).
+  if (prefix[items] < 32768.0 || at::get_num_threads() == 1 || at::in_parallel_region()) {
+    fn(int64_t(0), items);
+    return;
+  }
   const int64_t groups = std::min<int64_t>(items, 8 * at::get_num_threads());
   std::vector<int64_t> bounds(groups + 1, items);
   bounds[0] = 0;
