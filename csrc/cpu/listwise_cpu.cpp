@@ -31,6 +31,23 @@ namespace {
 constexpr int64_t kPairsPerChunk = int64_t(1) << 22;
 constexpr int64_t kMaxChunks = 32;
 
+// Total cost (items or pairs) below which a call runs on the calling thread: waking the
+// thread pool costs more than the work, and on a loaded machine a parallel region waits
+// for a descheduled worker (milliseconds). Results do not depend on the grouping.
+constexpr double kInlineCost = 1 << 17;
+
+template <typename Fn>
+void run_by_cost(const std::vector<double>& costs, Fn fn) {
+  double total = 0;
+  for (double c : costs) total += c;
+  const int64_t items = static_cast<int64_t>(costs.size());
+  if (total < kInlineCost || at::get_num_threads() == 1 || at::in_parallel_region()) {
+    if (items > 0) fn(int64_t(0), items);
+    return;
+  }
+  cpu::parallel_by_cost(costs, fn);
+}
+
 std::vector<double> linear_costs(const int64_t* off, int64_t B) {
   std::vector<double> cost(B);
   for (int64_t b = 0; b < B; ++b) cost[b] = static_cast<double>(off[b + 1] - off[b]);
@@ -50,7 +67,7 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
   const T* w_in = weights.defined() ? weights.data_ptr<T>() : nullptr;
   T* loss_out = loss.data_ptr<T>();
   T* grad_out = item_grad.numel() > 0 ? item_grad.data_ptr<T>() : nullptr;
-  cpu::parallel_by_cost(linear_costs(off, B), [&](int64_t b0, int64_t b1) {
+  run_by_cost(linear_costs(off, B), [&](int64_t b0, int64_t b1) {
     std::vector<T> s, t;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = off[b], n = off[b + 1] - start;
@@ -103,7 +120,7 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
     const double n = static_cast<double>(off[b + 1] - off[b]);
     cost[b] = n * std::log2(2.0 + n);
   }
-  cpu::parallel_by_cost(cost, [&](int64_t b0, int64_t b1) {
+  run_by_cost(cost, [&](int64_t b0, int64_t b1) {
     std::vector<std::pair<T, int64_t>> keyed;
     std::vector<int64_t> order;
     std::vector<T> rs, rw, lse;
@@ -201,7 +218,7 @@ void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
     const double n = static_cast<double>(off[b + 1] - off[b]);
     prep_cost[b] = n * std::log2(2.0 + n);
   }
-  cpu::parallel_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
+  run_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
     std::vector<double> ideal;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = off[b], n = off[b + 1] - start;
@@ -266,7 +283,7 @@ void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
   };
 
   // Pass 2: smooth ranks.
-  cpu::parallel_by_cost(task_cost, [&](int64_t t0, int64_t t1) {
+  run_by_cost(task_cost, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const Task& task = tasks[t];
       const int64_t start = off[task.list], n = off[task.list + 1] - start;
@@ -278,7 +295,7 @@ void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
   // Pass 3: per list, ranks -> loss and a_i = d loss / d r_i.
   T* loss_out = loss.data_ptr<T>();
   const T kk = T(k);
-  cpu::parallel_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
+  run_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       if (inv_idcg[b] == T(0)) continue;
       const int64_t start = off[b], n = off[b + 1] - start;
@@ -296,7 +313,7 @@ void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
   if (!want_grad) return;
 
   // Pass 4: the gradient.
-  cpu::parallel_by_cost(task_cost, [&](int64_t t0, int64_t t1) {
+  run_by_cost(task_cost, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const Task& task = tasks[t];
       const int64_t start = off[task.list], n = off[task.list + 1] - start;
@@ -306,7 +323,7 @@ void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
     }
   });
   T* grad_out = item_grad.data_ptr<T>();
-  cpu::parallel_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
+  run_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       if (inv_idcg[b] == T(0)) continue;
       const int64_t start = off[b], n = off[b + 1] - start;
