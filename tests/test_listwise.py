@@ -584,3 +584,30 @@ def test_combined_loss_bad_arguments():
     s, y, off = _ok()
     with pytest.raises(ValueError, match="temperature must be > 0"):
         rankops.nn.CombinedLoss({"approx_ndcg": 1.0}, temperature=-1.0)(s, y, offsets=off)
+
+
+# --------------------------------------------------------------------------------------
+# CUDA: agreement with the CPU kernels and run-to-run determinism (skipped without a GPU).
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and rankops.build_info()["cuda"]),
+                    reason="needs a GPU and a CUDA build")
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in LISTWISE], ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu_and_is_deterministic(case, dtype):
+    name, opts = case
+    lengths = EDGE_LENGTHS + [1000, 4100, 1, 0]
+    s, y, off, w = random_batch(lengths, dtype=dtype, weights=True, ties=True, seed=7)
+    fn = getattr(rankops, name)
+    s_cpu = s.clone().requires_grad_()
+    want = fn(s_cpu, y, offsets=off, weights=w, reduction="none", **opts)
+    want.sum().backward()
+    runs = []
+    for _ in range(2):
+        s_gpu = s.cuda().requires_grad_()
+        got = fn(s_gpu, y.cuda(), offsets=off.cuda(), weights=w.cuda(), reduction="none", **opts)
+        got.sum().backward()
+        runs.append((got.detach().cpu(), s_gpu.grad.cpu()))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(runs[0][0], want.detach(), **tol)
+    torch.testing.assert_close(runs[0][1], s_cpu.grad, **tol)

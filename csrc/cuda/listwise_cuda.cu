@@ -220,7 +220,8 @@ __global__ void smooth_rank_kernel(const T* __restrict__ s, const T* __restrict_
   const int64_t b = blockIdx.x;
   const int64_t start = off[b], n = off[b + 1] - start;
   const T inv = inv_idcg[b];
-  if (n < 2 || inv == T(0)) return;  // the same for the whole block
+  // the same for the whole block; a single item still gets its term (rank 1)
+  if (n < 1 || inv == T(0)) return;
   for (int64_t base = static_cast<int64_t>(blockIdx.y) * kPairThreads; base < n;
        base += static_cast<int64_t>(gridDim.y) * kPairThreads) {
     const int64_t i = base + threadIdx.x;
