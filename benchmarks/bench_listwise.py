@@ -108,9 +108,12 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory column (faster)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", help="also write the Markdown table here")
     p.add_argument("--measure-memory", help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.measure_memory:
         return measure_memory_child(json.loads(a.measure_memory))
 
@@ -154,6 +157,8 @@ def main():
                 m_ref = common.peak_extra_bytes_cuda(lambda: run_once("reference", batch, loss), device) if fits else None
             else:
                 args = dict(lengths=lengths, loss=loss, device=device)
+                if a.threads:
+                    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the memory child's threads
                 m_ops, _ = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="rankops"))
                 m_ref = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="reference"))[0] if fits else None
         ref_t = common.fmt_time(t_ref) if fits else f"does not fit (needs ~{common.fmt_bytes(need)})"

@@ -188,8 +188,11 @@ def approx_ndcg_loss(
 
     ``G(y) = 2^y - 1`` (``gain="exp2"``) or ``y`` (``"linear"``); IDCG@k is exact (the
     ordering by ``w G`` descending). ``k``: items whose smooth rank exceeds k contribute
-    nothing (a hard cut). A list with IDCG = 0 gives 0. O(n^2) per list in time, O(n)
-    memory. ``reduction="mean"`` divides by the number of non-empty lists.
+    nothing (a hard cut). A list with IDCG = 0 (no relevant item) gives 0 and still counts
+    in the mean; a single relevant item gives -1 (its NDCG is 1) with zero gradient.
+    O(n^2) per list in time, O(n) memory; the gradient
+    ``(1/T) sum_j sigmoid'((s_j - s_m)/T) (a_j - a_m)``, ``a_i = d loss / d r_i``, is fused
+    into the forward pass. ``reduction="mean"`` divides by the number of non-empty lists.
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
     return _approx_ndcg_packed(lists, temperature=temperature, k=k, gain=gain, reduction=reduction)
