@@ -94,7 +94,9 @@ def main():
     p.add_argument("--queries", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", help="also write the Markdown table here")
+    p.add_argument("--device", default="cpu", help="rankops, the reference and torchmetrics run here")
     a = p.parse_args()
+    dev = a.device
 
     lengths = common.web_like_lengths(num_lists=a.queries)
     _, y, offsets = common.make_batch(lengths)
@@ -102,6 +104,8 @@ def main():
     g = torch.Generator().manual_seed(1)
     s = 1.0 - torch.rand(n, generator=g, dtype=torch.float64)  # (0, 1], ties improbable
     indexes = torch.repeat_interleave(torch.arange(a.queries), lengths)
+    cpu_inputs = (s, y, offsets)
+    s, y, offsets, indexes = (t.to(dev) for t in (s, y, offsets, indexes))
     ours = run_rankops(s, y, offsets)
     means = {k: v.mean().item() for k, v in ours.items()}
 
@@ -117,15 +121,15 @@ def main():
         tm_diff = max(abs(tm_out[k].item() - means[k]) for k in SPECS)
         if not tm_diff <= 1e-5:
             raise SystemExit(f"rankops and torchmetrics disagree: {tm_diff:.2e}")
-    trec_diff, t_trec = trec_check(s, y, offsets, ours)
+    trec_diff, t_trec = trec_check(*cpu_inputs, {k: v.cpu() for k, v in ours.items()})
     if trec_diff is not None and not trec_diff <= 1e-6:
         raise SystemExit(f"rankops and pytrec_eval disagree: {trec_diff:.2e}")
 
-    t_ops = common.time_fn(lambda: run_rankops(s, y, offsets), "cpu", repeats=a.repeats)
-    t_ref = common.time_fn(lambda: run_reference(s, y, offsets), "cpu", repeats=max(3, a.repeats // 2))
-    t_tm = common.time_fn(lambda: tm(s, y, indexes), "cpu", repeats=3) if tm is not None else None
+    t_ops = common.time_fn(lambda: run_rankops(s, y, offsets), dev, repeats=a.repeats)
+    t_ref = common.time_fn(lambda: run_reference(s, y, offsets), dev, repeats=max(3, a.repeats // 2))
+    t_tm = common.time_fn(lambda: tm(s, y, indexes), dev, repeats=3) if tm is not None else None
 
-    lines = [common.machine_banner("cpu"), "",
+    lines = [common.machine_banner(dev), "",
              f"Command: `python benchmarks/bench_metrics.py {' '.join(sys.argv[1:])}`", "",
              f"{a.queries:,} web-like queries (log-normal lengths, median ~120, max 1,000), "
              f"{n:,} items, float64 scores in (0, 1], labels 0-4; NDCG@10 + MAP + MRR per query. "

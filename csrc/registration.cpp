@@ -57,6 +57,22 @@ TORCH_LIBRARY(rankops, m) {
       "ranking_metrics(Tensor scores, Tensor labels, Tensor offsets, str[] metrics, int[] ks, "
       "str gain, float relevance_threshold, float max_grade, str precision_divide_by) "
       "-> (Tensor, Tensor)");
+
+  // Listwise family (DESIGN §3). Returns (loss [B], item_grad [N] or [0]): the per-list
+  // loss and d loss_b / d s_i fused into the same pass (empty when compute_grad is false).
+  // The mean reduction (non-empty lists) is computed from offsets in Python.
+  m.def(
+      "softmax_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
+      "bool label_norm, bool compute_grad) -> (Tensor, Tensor)");
+  m.def("softmax_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
+  m.def(
+      "listmle_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
+      "bool compute_grad) -> (Tensor, Tensor)");
+  m.def("listmle_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
+  m.def(
+      "approx_ndcg_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
+      "float temperature, int? k, str gain, bool compute_grad) -> (Tensor, Tensor)");
+  m.def("approx_ndcg_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
   m.def("build_info() -> str", &build_info);
 }
 

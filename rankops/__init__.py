@@ -11,6 +11,7 @@ from .losses import (
     pairwise_soft_zero_one_loss,
     ranknet_loss,
 )
+from .listwise import approx_ndcg_loss, listmle_loss, mse_loss, sigmoid_loss, softmax_loss
 
 __version__ = "0.1.0"
 
@@ -42,4 +43,9 @@ __all__ = [
     "pairwise_soft_zero_one_loss",
     "lambdarank_loss",
     "lambdaloss",
+    "softmax_loss",
+    "listmle_loss",
+    "approx_ndcg_loss",
+    "sigmoid_loss",
+    "mse_loss",
 ]

@@ -99,3 +99,58 @@ def _setup_none(ctx, inputs, output):
 torch.library.register_autograd(
     "rankops::pairwise_loss_backward", _no_double_backward, setup_context=_setup_none
 )
+
+
+# ---- listwise family: (loss [B], item_grad [N] or [0]) ------------------------------
+
+def _list_loss_fake(scores, labels, offsets, compute_grad):
+    torch._check(scores.dim() == 1, lambda: "scores must be 1-D")
+    torch._check(labels.shape == scores.shape, lambda: "labels must match scores")
+    acc = _acc_dtype(scores.dtype)
+    n_grad = scores.shape[0] if compute_grad else 0
+    return scores.new_empty(offsets.shape[0] - 1, dtype=acc), scores.new_empty(n_grad, dtype=acc)
+
+
+@torch.library.register_fake("rankops::softmax_loss")
+def _softmax_loss_fake(scores, labels, offsets, weights, label_norm, compute_grad):
+    return _list_loss_fake(scores, labels, offsets, compute_grad)
+
+
+@torch.library.register_fake("rankops::listmle_loss")
+def _listmle_loss_fake(scores, labels, offsets, weights, compute_grad):
+    return _list_loss_fake(scores, labels, offsets, compute_grad)
+
+
+@torch.library.register_fake("rankops::approx_ndcg_loss")
+def _approx_ndcg_loss_fake(scores, labels, offsets, weights, temperature, k, gain, compute_grad):
+    return _list_loss_fake(scores, labels, offsets, compute_grad)
+
+
+def _setup_listwise(ctx, inputs, output):
+    scores, offsets = inputs[0], inputs[2]
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1], offsets)
+    ctx.scores_dtype = scores.dtype
+    ctx.scores = scores  # only to attach the no-double-backward guard
+
+
+def _listwise_autograd(name: str, num_inputs: int):
+    backward_op = getattr(ops, f"{name}_backward")
+
+    def backward(ctx, grad_loss, _grad_item):
+        item_grad, offsets = ctx.saved_tensors
+        grad_scores = backward_op(grad_loss, item_grad, offsets).to(ctx.scores_dtype)
+        if torch.is_grad_enabled() and ctx.scores.requires_grad:  # create_graph=True
+            grad_scores = _NoDoubleBackward.apply(grad_scores, ctx.scores)
+        return (grad_scores,) + (None,) * (num_inputs - 1)
+
+    torch.library.register_fake(f"rankops::{name}_backward")(
+        lambda grad_loss, item_grad, offsets: torch.empty_like(item_grad))
+    torch.library.register_autograd(f"rankops::{name}", backward, setup_context=_setup_listwise)
+    torch.library.register_autograd(f"rankops::{name}_backward", _no_double_backward,
+                                    setup_context=_setup_none)
+
+
+_listwise_autograd("softmax_loss", 6)
+_listwise_autograd("listmle_loss", 5)
+_listwise_autograd("approx_ndcg_loss", 8)

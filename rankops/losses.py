@@ -71,14 +71,21 @@ def pairwise_loss(
 
     Deterministic on CPU and CUDA; O(N) memory; empty and single-item lists give 0.
     """
+    lists = segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
+                               mask=mask, group_ids=group_ids, validate=validate)
+    return _pairwise_loss_packed(lists, pair_fn=pair_fn, weight=weight, sigma=sigma, margin=margin,
+                                 k=k, mu=mu, gain=gain, reduction=reduction)
+
+
+def _pairwise_loss_packed(lists: segments.PackedLists, *, pair_fn="logistic", weight="none",
+                          sigma=1.0, margin=1.0, k=None, mu=5.0, gain="exp2", reduction="mean"):
+    """:func:`pairwise_loss` on lists already resolved by :func:`segments.as_packed`."""
     check_choice("pair_fn", pair_fn, PAIR_FNS)
     check_choice("weight", weight, PAIR_WEIGHTS)
     check_choice("gain", gain, GAINS)
     check_choice("reduction", reduction, REDUCTIONS)
     k = check_k(k)
     sigma, margin, mu = check_float("sigma", sigma), check_float("margin", margin), check_float("mu", mu)
-    lists = segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
-                               mask=mask, group_ids=group_ids, validate=validate)
     compute_grad = lists.scores.requires_grad and torch.is_grad_enabled()
     loss, _, num_pairs = ops.pairwise_loss(
         lists.scores, lists.labels, lists.offsets, lists.weights, pair_fn, weight, sigma, margin,

@@ -52,3 +52,116 @@ class LambdaRankLoss(_ListLoss):
 class LambdaLoss(_ListLoss):
     """:func:`rankops.lambdaloss` (``variant="ndcg2"`` or ``"ndcg2pp"``)."""
     _fn = staticmethod(losses.lambdaloss)
+
+
+# ---- listwise and pointwise losses, and CombinedLoss -----------------------------------
+
+from . import listwise as _listwise  # noqa: E402
+from . import segments as _segments  # noqa: E402
+
+__all__ += ["SoftmaxLoss", "ListMLELoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
+
+
+class SoftmaxLoss(_ListLoss):
+    """:func:`rankops.softmax_loss` (``label_norm``)."""
+    _fn = staticmethod(_listwise.softmax_loss)
+
+
+class ListMLELoss(_ListLoss):
+    """:func:`rankops.listmle_loss`."""
+    _fn = staticmethod(_listwise.listmle_loss)
+
+
+class ApproxNDCGLoss(_ListLoss):
+    """:func:`rankops.approx_ndcg_loss` (``temperature``, ``k``, ``gain``)."""
+    _fn = staticmethod(_listwise.approx_ndcg_loss)
+
+
+class SigmoidLoss(_ListLoss):
+    """:func:`rankops.sigmoid_loss`."""
+    _fn = staticmethod(_listwise.sigmoid_loss)
+
+
+class MSELoss(_ListLoss):
+    """:func:`rankops.mse_loss`."""
+    _fn = staticmethod(_listwise.mse_loss)
+
+
+# name -> (implementation on resolved packed lists, fixed options, options it accepts)
+_COMBINABLE = {
+    "ranknet": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="none"), ("sigma",)),
+    "hinge": (losses._pairwise_loss_packed, dict(pair_fn="hinge", weight="none"), ("margin",)),
+    "soft_zero_one": (losses._pairwise_loss_packed, dict(pair_fn="soft_zero_one", weight="none"),
+                      ("sigma",)),
+    "lambdarank": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="ndcg"),
+                   ("sigma", "k", "gain")),
+    "ndcg2": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="ndcg2"),
+              ("sigma", "k", "gain")),
+    "ndcg2pp": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="ndcg2pp"),
+                ("sigma", "k", "mu", "gain")),
+    "softmax": (_listwise._softmax_packed, {}, ("label_norm",)),
+    "listmle": (_listwise._listmle_packed, {}, ()),
+    "approx_ndcg": (_listwise._approx_ndcg_packed, {}, ("temperature", "k", "gain")),
+    "sigmoid": (_listwise._sigmoid_packed, {}, ()),
+    "mse": (_listwise._mse_packed, {}, ()),
+}
+
+
+class CombinedLoss(nn.Module):
+    """Several losses, weighted and summed: ``sum_name weight_name * loss_name(scores, labels)``.
+
+    ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
+    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listmle"``, ``"approx_ndcg"``, ``"sigmoid"``,
+    ``"mse"``) to its weight, or to ``(weight, {options})`` for options of that loss alone.
+    ``shared_options`` (``reduction``, ``k``, ``sigma``, ``gain``, ``temperature``, ...) go to
+    every loss that takes them; an option no loss takes is a TypeError. Each loss reduces
+    with its own convention (pairwise mean: per pair; listwise: per non-empty list;
+    pointwise: per item); ``reduction="none"`` sums the per-list values ``[B]``.
+
+    The layout is resolved and validated once per call (:func:`rankops.segments.as_packed`)
+    and the packed lists go to every loss::
+
+        loss_fn = rankops.nn.CombinedLoss({"lambdarank": 1.0, "softmax": 0.5}, k=10)
+        loss = loss_fn(scores, labels, offsets=offsets)
+    """
+
+    def __init__(self, losses: dict, **shared_options):
+        super().__init__()
+        if not isinstance(losses, dict) or not losses:
+            raise TypeError("losses must be a non-empty dict {name: weight or (weight, {options})}")
+        reduction = shared_options.pop("reduction", "mean")
+        self.parts = []
+        used = set()
+        for name, spec in losses.items():
+            if name not in _COMBINABLE:
+                raise ValueError(f"unknown loss {name!r} in losses; choose from {', '.join(_COMBINABLE)}")
+            weight, own = (spec if isinstance(spec, tuple) else (spec, {}))
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise TypeError(f"the weight of {name!r} must be a number, got {type(weight).__name__}")
+            fn, fixed, accepted = _COMBINABLE[name]
+            unknown = set(own) - set(accepted) - {"reduction"}
+            if unknown:
+                raise TypeError(f"{name!r} does not take option(s) {', '.join(sorted(unknown))}")
+            opts = {o: shared_options[o] for o in accepted if o in shared_options}
+            used.update(opts)
+            opts.update(own)
+            opts.setdefault("reduction", reduction)
+            self.parts.append((name, float(weight), fn, {**fixed, **opts}))
+        unused = set(shared_options) - used
+        if unused:
+            raise TypeError(f"no loss in {sorted(losses)} takes option(s) {', '.join(sorted(unused))}")
+        self.reduction = reduction
+
+    def forward(self, scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                weights=None, validate=True):
+        lists = _segments.as_packed(scores, labels, weights=weights, offsets=offsets,
+                                    lengths=lengths, mask=mask, group_ids=group_ids,
+                                    validate=validate)
+        total = None
+        for _, weight, fn, opts in self.parts:
+            term = weight * fn(lists, **opts)
+            total = term if total is None else total + term
+        return total
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={w!r}" for name, w, _, _ in self.parts)

@@ -305,3 +305,99 @@ def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     out = _reference_metrics(scores, labels, [parse_metric(s) for s in metrics], **options)
     return {spec: out[j] for j, spec in enumerate(metrics)}
+
+# ---- listwise and pointwise
+# Same conventions as rankops.listwise: listwise "mean" divides by the number of
+# non-empty lists, pointwise "mean" by the number of items. Padding is kept out of every
+# sum with a very negative score (exp() of it is exactly 0) rather than -inf, so no
+# backward formula meets inf - inf.
+
+__all__ += ["softmax_loss", "listmle_loss", "approx_ndcg_loss", "sigmoid_loss", "mse_loss"]
+
+
+def _listwise_mean_count(valid: Tensor) -> Tensor:
+    return (valid.sum(1) > 0).sum()
+
+
+def _very_negative(x: Tensor) -> Tensor:
+    return torch.full_like(x, torch.finfo(x.dtype).min)
+
+
+def softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                 weights=None, label_norm=False, reduction="mean"):
+    """Reference of :func:`rankops.softmax_loss`: ``-sum_i t_i log softmax(s)_i``, t = w y."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    t = W * Y
+    if label_norm:
+        total = t.sum(1, keepdim=True)
+        t = t / torch.where(total > 0, total, torch.ones_like(total))
+    log_p = torch.log_softmax(torch.where(valid, S, _very_negative(S)), dim=1)
+    per_list = -torch.where(valid, t * log_p, torch.zeros_like(log_p)).sum(1)
+    return reduce(per_list, reduction, _listwise_mean_count(valid))
+
+
+def listmle_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                 weights=None, reduction="mean"):
+    """Reference of :func:`rankops.listmle_loss`:
+    ``sum_k w_{pi_k} (logsumexp_{m >= k} s_{pi_m} - s_{pi_k})``, pi = labels descending, stable."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    key = torch.where(valid, Y, torch.full_like(Y, -float("inf")))  # padding last
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    s_pi, w_pi, v_pi = S.gather(1, order), W.gather(1, order), valid.gather(1, order)
+    s_pi_kept = torch.where(v_pi, s_pi, _very_negative(s_pi))
+    suffix_lse = torch.logcumsumexp(s_pi_kept.flip(1), dim=1).flip(1)
+    terms = torch.where(v_pi, w_pi * (suffix_lse - s_pi), torch.zeros_like(s_pi))
+    return reduce(terms.sum(1), reduction, _listwise_mean_count(valid))
+
+
+def approx_ndcg_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                     weights=None, temperature=1.0, k=None, gain="exp2", reduction="mean"):
+    """Reference of :func:`rankops.approx_ndcg_loss`: ``-sum_{r_i <= k} w_i G_i D(r_i) / IDCG@k``
+    with smooth ranks ``r_i = 1 + sum_{j != i} sigmoid((s_j - s_i) / T)``; [B, L, L] memory."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("gain", gain, GAINS)
+    k = check_k(k)
+    temperature = check_float("temperature", temperature)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    L = S.shape[1]
+    wg = W * gains(Y, gain)
+    others = valid[:, :, None] & valid[:, None, :] & ~torch.eye(L, dtype=torch.bool, device=S.device)
+    sig = torch.sigmoid((S[:, None, :] - S[:, :, None]) / temperature)  # [b, i, j]: (s_j - s_i) / T
+    rank = 1 + torch.where(others, sig, torch.zeros_like(sig)).sum(2)
+    active = valid if k is None else valid & (rank <= k)
+    dcg = torch.where(active, wg / torch.log2(1 + rank), torch.zeros_like(rank)).sum(1)
+    idcg = ideal_dcg(wg, valid, k)
+    safe = torch.where(idcg > 0, idcg, torch.ones_like(idcg))
+    per_list = torch.where(idcg > 0, -dcg / safe, torch.zeros_like(dcg))
+    per_list = torch.where(valid.sum(1) >= 2, per_list, torch.zeros_like(per_list))  # one item: 0
+    return reduce(per_list, reduction, _listwise_mean_count(valid))
+
+
+def _pointwise(scores, labels, per_item_fn, offsets, lengths, mask, group_ids, weights, reduction):
+    check_choice("reduction", reduction, REDUCTIONS)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    items = torch.where(valid, W * per_item_fn(S, Y), torch.zeros_like(S))
+    return reduce(items.sum(1), reduction, valid.sum())
+
+
+def sigmoid_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                 weights=None, reduction="mean"):
+    """Reference of :func:`rankops.sigmoid_loss`: BCE with logits on labels clipped to [0, 1]."""
+    return _pointwise(scores, labels,
+                      lambda s, y: F.binary_cross_entropy_with_logits(s, y.clamp(0, 1), reduction="none"),
+                      offsets, lengths, mask, group_ids, weights, reduction)
+
+
+def mse_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+             weights=None, reduction="mean"):
+    """Reference of :func:`rankops.mse_loss`: ``w (s - y)^2`` per item."""
+    return _pointwise(scores, labels, lambda s, y: (s - y) ** 2, offsets, lengths, mask,
+                      group_ids, weights, reduction)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds rankops with CUDA on a GPU machine, runs the CUDA tests and the pairwise benchmark,
+# Builds rankops with CUDA on a GPU machine, runs the CUDA tests and the benchmarks (pairwise,
+# listwise, metrics),
 # and keeps everything in a log folder. For a machine with its own torch (e.g. 2.11.0+cu130,
 # Python 3.12) and no internet: nothing is downloaded.
 #
 #   scripts/gpu_check.sh [LOG_DIR]     (default: $OUT, else ./gpu_logs)
 #
-# Budget: about 8 minutes (build ~2-4 min with MAX_JOBS=16, tests, one benchmark run).
+# Budget: about 8 minutes (build ~2-4 min with MAX_JOBS=16, tests ~2 min, benchmarks ~3 min).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,24 +35,23 @@ fi
 
 step "tests"
 TEST_RC=0
-RANKOPS_REQUIRE_CUDA=1 timeout 180 python3 -m pytest -x -q tests -k cuda 2>&1 | tee "$LOG/pytest_cuda.txt" \
+RANKOPS_REQUIRE_CUDA=1 timeout 240 python3 -m pytest -x -q tests -k cuda 2>&1 | tee "$LOG/pytest_cuda.txt" \
   || TEST_RC=$?
 step "tests rc=$TEST_RC"
 
-BENCH_RC=skipped
-if [ -f benchmarks/bench_pairwise.py ]; then
-  step "benchmark"
-  BENCH_RC=0
-  timeout 120 python3 benchmarks/bench_pairwise.py --device cuda --out "$LOG/bench_pairwise_cuda.md" \
-    2>&1 | tee "$LOG/bench_pairwise.txt" || BENCH_RC=$?
-fi
+BENCH_RC=0
+step "benchmarks"
+for b in pairwise listwise metrics; do
+  timeout 150 python3 benchmarks/bench_$b.py --device cuda --out "$LOG/bench_${b}_cuda.md" \
+    2>&1 | tee "$LOG/bench_$b.txt" || BENCH_RC=$?
+done
 
 step "done"
 {
   echo "---- summary ----"
   echo "build: rc=$BUILD_RC"
   echo "tests (-k cuda): rc=$TEST_RC; $(tail -n 1 "$LOG/pytest_cuda.txt" 2>/dev/null || true)"
-  echo "benchmark: $BENCH_RC"
+  echo "benchmarks: rc=$BENCH_RC"
   echo "logs: $LOG"
 } | tee -a "$LOG/summary.txt"
 [ "$TEST_RC" -eq 0 ]

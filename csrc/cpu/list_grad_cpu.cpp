@@ -2,6 +2,8 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+
 #include "list_grad.h"
 
 namespace rankops {
@@ -25,7 +27,11 @@ at::Tensor scale_item_grad_cpu(const at::Tensor& grad_loss, const at::Tensor& it
     const scalar_t* g = item.data_ptr<scalar_t>();
     const scalar_t* gl = per_list.data_ptr<scalar_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
-    at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
+    // O(N) and memory-bound: split into chunks of ~64k items on average; smaller batches
+    // stay on the calling thread (a parallel region costs more than the work).
+    const int64_t n_items = item.size(0);
+    const int64_t grain = std::max<int64_t>(64, n_items > 0 ? B * 65536 / n_items : B + 1);
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
         for (int64_t i = o[b]; i < o[b + 1]; ++i) y[i] = gl[b] * g[i];
     });

@@ -1,0 +1,81 @@
+// Per-item and per-pair math of the listwise family (DESIGN §3), written once for the
+// CPU loops and the CUDA kernels.
+//
+//   softmax:     loss = sum_i t_i (lse(s) - s_i),  t_i = w_i y_i (optionally / sum t),
+//                d loss / d s_i = (sum t) softmax(s)_i - t_i.
+//   listmle:     with pi the order by label descending (ties by position),
+//                L_k = log sum_{m >= k} exp(s_{pi_m})  (a reverse log-add-exp scan),
+//                loss = sum_k w_{pi_k} (L_k - s_{pi_k}),
+//                d loss / d s_{pi_j} = sum_{k <= j} w_{pi_k} exp(s_{pi_j} - L_k) - w_{pi_j}.
+//                The sum is R_j exp(s_{pi_j} - L_j) with R_j = R_{j-1} exp(L_j - L_{j-1}) + w_{pi_j}:
+//                every exponent is <= 0, no max-shift enters the gradient, so tied scores
+//                get the exact gradient.
+//   approx_ndcg: smooth rank r_i = 1 + sum_{j != i} sigmoid((s_j - s_i) / T),
+//                loss = -sum_{i: r_i <= k} w_i G(y_i) D(r_i) / IDCG@k,
+//                d loss / d s_m = (1/T) sum_{j != m} sigmoid'((s_j - s_m) / T) (a_j - a_m),
+//                a_i = d loss / d r_i = -w_i G(y_i) D'(r_i) / IDCG@k (0 beyond k).
+#pragma once
+#include <cmath>
+
+#include "fast_math.h"
+#include "macros.h"
+
+namespace rankops {
+
+// log(e^a + e^b); exact when an operand is -inf (an empty sum).
+template <typename T>
+RANKOPS_HD T log_add_exp(T a, T b) {
+  const T hi = a > b ? a : b;
+  const T lo = a > b ? b : a;
+  if (hi == -T(INFINITY)) return hi;
+  if (lo == -T(INFINITY)) return hi;
+  return hi + math::log1p_unit(math::exp_nonpositive(lo - hi));
+}
+
+// ListMLE's forward scan R_j = R_{j-1} * decay_j + w_j as an associative operator on
+// affine maps x -> x * a + b, so a parallel scan (CUDA) gives the same recurrence.
+template <typename T>
+struct Affine {
+  T a, b;
+};
+
+template <typename T>
+RANKOPS_HD Affine<T> compose(const Affine<T>& first, const Affine<T>& second) {
+  return Affine<T>{first.a * second.a, first.b * second.a + second.b};
+}
+
+// sigmoid(z) and 1 - sigmoid(z), without cancellation, for any z.
+template <typename T>
+RANKOPS_HD void sigmoid_pair(T z, T& sig, T& one_minus_sig) {
+  const T e = math::exp_nonpositive(z < T(0) ? z : -z);  // exp(-|z|) <= 1
+  const T inv = T(1) / (T(1) + e);
+  sig = z >= T(0) ? inv : e * inv;
+  one_minus_sig = z >= T(0) ? e * inv : inv;
+}
+
+// sigmoid'(z) = sigmoid(z) (1 - sigmoid(z)) = e / (1 + e)^2 with e = exp(-|z|).
+template <typename T>
+RANKOPS_HD T sigmoid_slope(T z) {
+  const T e = math::exp_nonpositive(z < T(0) ? z : -z);
+  const T inv = T(1) / (T(1) + e);
+  return e * inv * inv;
+}
+
+// ApproxNDCG per item: value = w G D(r) and a = d(-value / IDCG) / d r for a smooth rank
+// r >= 1; both 0 when r > k (k <= 0: no cut-off).
+template <typename T>
+RANKOPS_HD void approx_ndcg_item(T weighted_gain, T rank, T k, T inv_idcg, T& value,
+                                 T& dloss_drank) {
+  if (k > T(0) && rank > k) {
+    value = T(0);
+    dloss_drank = T(0);
+    return;
+  }
+  const T ln1p = log(T(1) + rank);
+  const T ln2 = T(0.693147180559945309417);
+  value = weighted_gain * ln2 / ln1p;  // w G / log2(1 + r)
+  // D'(r) = -ln2 / ((1 + r) ln(1 + r)^2)
+  dloss_drank = weighted_gain * inv_idcg * ln2 / ((T(1) + rank) * ln1p * ln1p);
+}
+
+}  // namespace rankops

@@ -1,0 +1,456 @@
+// CPU kernels of the listwise family: softmax (ListNet), ListMLE, ApproxNDCG.
+//
+// Each op returns (loss [B], item_grad [N] or [0]): the per-list loss and d loss_b / d s_i
+// fused into the same pass; the *_backward ops scale item_grad by the incoming per-list
+// gradient (list_grad.h). Memory is O(N); every sum runs in a fixed order that depends
+// only on the list sizes, so results do not depend on the number of threads.
+//  * softmax:     per list, a max, a sum of exp and one pass for loss and gradient;
+//  * listmle:     per list, a stable sort by label, a reverse log-add-exp scan (L_k) and
+//                 a forward scan for the gradient (listwise_math.h);
+//  * approx_ndcg: two O(n^2) pair passes, each unordered pair evaluated once per pass
+//                 (row i = the earlier item updates itself and, through a column buffer,
+//                 the later item j): smooth ranks first, then the gradient. Long lists
+//                 are split into chunks of rows with private column buffers, reduced in
+//                 chunk order, as in pairwise_cpu.cpp.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "../common/checks.h"
+#include "../common/listwise_math.h"
+#include "../common/pair_math.h"
+#include "list_grad.h"
+#include "list_utils.h"
+
+namespace rankops {
+namespace {
+
+constexpr int64_t kPairsPerChunk = int64_t(1) << 22;
+constexpr int64_t kMaxChunks = 32;
+
+// Total cost (items or pairs) below which a call runs on the calling thread: waking the
+// thread pool costs more than the work, and on a loaded machine a parallel region waits
+// for a descheduled worker (milliseconds). Results do not depend on the grouping.
+constexpr double kInlineCost = 1 << 17;
+
+template <typename Fn>
+void run_by_cost(const std::vector<double>& costs, Fn fn) {
+  double total = 0;
+  for (double c : costs) total += c;
+  const int64_t items = static_cast<int64_t>(costs.size());
+  if (total < kInlineCost || at::get_num_threads() == 1 || at::in_parallel_region()) {
+    if (items > 0) fn(int64_t(0), items);
+    return;
+  }
+  cpu::parallel_by_cost(costs, fn);
+}
+
+std::vector<double> linear_costs(const int64_t* off, int64_t B) {
+  std::vector<double> cost(B);
+  for (int64_t b = 0; b < B; ++b) cost[b] = static_cast<double>(off[b + 1] - off[b]);
+  return cost;
+}
+
+// ---- softmax ----------------------------------------------------------------------
+
+template <typename scalar_t, typename T>
+void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& weights,
+                    const at::Tensor& offsets, bool label_norm, at::Tensor& loss,
+                    at::Tensor& item_grad) {
+  const int64_t B = offsets.size(0) - 1;
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const scalar_t* s_in = scores.data_ptr<scalar_t>();
+  const T* y_in = labels.data_ptr<T>();
+  const T* w_in = weights.defined() ? weights.data_ptr<T>() : nullptr;
+  T* loss_out = loss.data_ptr<T>();
+  T* grad_out = item_grad.numel() > 0 ? item_grad.data_ptr<T>() : nullptr;
+  run_by_cost(linear_costs(off, B), [&](int64_t b0, int64_t b1) {
+    std::vector<T> s, t;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t start = off[b], n = off[b + 1] - start;
+      if (n == 0) continue;
+      s.resize(n);
+      t.resize(n);
+      T m = -T(INFINITY), tsum = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        s[i] = static_cast<T>(s_in[start + i]);
+        t[i] = y_in[start + i] * (w_in ? w_in[start + i] : T(1));
+        m = s[i] > m ? s[i] : m;
+        tsum += t[i];
+      }
+      if (tsum == T(0)) continue;  // no target mass: loss 0, gradient 0
+      const T* sp = s.data();
+      const T* tp = t.data();
+      T sumexp = 0;
+#pragma omp simd reduction(+ : sumexp)
+      for (int64_t i = 0; i < n; ++i) sumexp += math::exp_nonpositive(sp[i] - m);
+      const T lse = m + std::log(sumexp);
+      const T scale = label_norm ? T(1) / tsum : T(1);
+      const T mass = label_norm ? T(1) : tsum;
+      T total = 0;
+#pragma omp simd reduction(+ : total)
+      for (int64_t i = 0; i < n; ++i) total += tp[i] * (lse - sp[i]);  // every term >= 0
+      loss_out[b] = total * scale;
+      if (!grad_out) continue;
+      T* g = grad_out + start;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i)
+        g[i] = mass * math::exp_nonpositive(sp[i] - lse) - tp[i] * scale;
+    }
+  });
+}
+
+// ---- ListMLE ----------------------------------------------------------------------
+
+// A float label as 32 bits whose unsigned order is the label's descending order (-0.0
+// and +0.0 equal, as they compare on the CPU).
+inline uint32_t descending_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if (x == 0.0f) u = 0;
+  const uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return ~ascending;
+}
+
+// order[r] = the item at position r of the order by label descending, ties by position.
+// float labels: one sort of uint64 keys (label bits, position), about 3x faster than
+// sorting (label, position) pairs with a comparator; double labels take that path.
+template <typename T>
+void label_order(const T* y, int64_t n, std::vector<uint64_t>& keys,
+                 std::vector<std::pair<T, int64_t>>& keyed, int64_t* order) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (n < (int64_t(1) << 32)) {
+      keys.resize(n);
+      for (int64_t i = 0; i < n; ++i)
+        keys[i] = (uint64_t(descending_bits(y[i])) << 32) | static_cast<uint64_t>(i);
+      if (n <= 32) {  // insertion sort: short lists dominate
+        for (int64_t i = 1; i < n; ++i) {
+          const uint64_t v = keys[i];
+          int64_t j = i;
+          for (; j > 0 && v < keys[j - 1]; --j) keys[j] = keys[j - 1];
+          keys[j] = v;
+        }
+      } else {
+        std::sort(keys.begin(), keys.end());
+      }
+      for (int64_t r = 0; r < n; ++r) order[r] = static_cast<int64_t>(keys[r] & 0xffffffffu);
+      return;
+    }
+  }
+  cpu::stable_rank_order<T>(n, [&](int64_t i) { return y[i]; }, keyed, order);
+}
+
+template <typename scalar_t, typename T>
+void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& weights,
+                    const at::Tensor& offsets, at::Tensor& loss, at::Tensor& item_grad) {
+  const int64_t B = offsets.size(0) - 1;
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const scalar_t* s_in = scores.data_ptr<scalar_t>();
+  const T* y_in = labels.data_ptr<T>();
+  const T* w_in = weights.defined() ? weights.data_ptr<T>() : nullptr;
+  T* loss_out = loss.data_ptr<T>();
+  T* grad_out = item_grad.numel() > 0 ? item_grad.data_ptr<T>() : nullptr;
+  std::vector<double> cost(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const double n = static_cast<double>(off[b + 1] - off[b]);
+    cost[b] = n * std::log2(2.0 + n);
+  }
+  run_by_cost(cost, [&](int64_t b0, int64_t b1) {
+    std::vector<std::pair<T, int64_t>> keyed;
+    std::vector<uint64_t> sort_keys;
+    std::vector<int64_t> order;
+    std::vector<T> rs, rw, lse;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t start = off[b], n = off[b + 1] - start;
+      if (n == 0) continue;
+      order.resize(n);
+      label_order(y_in + start, n, sort_keys, keyed, order.data());
+      rs.resize(n);
+      rw.resize(n);
+      lse.resize(n);
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t i = start + order[r];
+        rs[r] = static_cast<T>(s_in[i]);
+        rw[r] = w_in ? w_in[i] : T(1);
+      }
+      // L_r = log sum_{m >= r} exp(s_m), from the end
+      lse[n - 1] = rs[n - 1];
+      for (int64_t r = n - 2; r >= 0; --r) lse[r] = log_add_exp(rs[r], lse[r + 1]);
+      T total = 0;
+      for (int64_t r = 0; r < n; ++r) total += rw[r] * (lse[r] - rs[r]);
+      loss_out[b] = total;
+      if (!grad_out) continue;
+      T R = 0;  // sum_{k <= r} w_k exp(L_r - L_k)
+      for (int64_t r = 0; r < n; ++r) {
+        R = (r > 0 ? R * math::exp_nonpositive(lse[r] - lse[r - 1]) : T(0)) + rw[r];
+        grad_out[start + order[r]] = R * math::exp_nonpositive(rs[r] - lse[r]) - rw[r];
+      }
+    }
+  });
+}
+
+// ---- ApproxNDCG -------------------------------------------------------------------
+
+// Rows [row_begin, row_end) of the smooth-rank pass: adds sigmoid((s_j - s_i) / T) to
+// rank[i] and sigmoid((s_i - s_j) / T) to rank[j] for every j > i.
+template <typename T>
+void smooth_rank_rows(const T* s, int64_t n, int64_t row_begin, int64_t row_end, T inv_t,
+                      T* rank) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const T si = s[i];
+    T row = 0;
+#pragma omp simd reduction(+ : row)
+    for (int64_t j = i + 1; j < n; ++j) {
+      T sig, one_minus;
+      sigmoid_pair((s[j] - si) * inv_t, sig, one_minus);
+      row += sig;
+      rank[j] += one_minus;
+    }
+    rank[i] += row;
+  }
+}
+
+// Rows of the gradient pass: sigmoid'((s_j - s_i) / T) (a_j - a_i) goes to grad[i],
+// its negative to grad[j] (the 1/T factor is applied once per item later).
+template <typename T>
+void smooth_rank_grad_rows(const T* s, const T* a, int64_t n, int64_t row_begin,
+                           int64_t row_end, T inv_t, T* grad) {
+  for (int64_t i = row_begin; i < row_end; ++i) {
+    const T si = s[i], ai = a[i];
+    T row = 0;
+#pragma omp simd reduction(+ : row)
+    for (int64_t j = i + 1; j < n; ++j) {
+      const T d = sigmoid_slope((s[j] - si) * inv_t) * (a[j] - ai);
+      row += d;
+      grad[j] -= d;
+    }
+    grad[i] += row;
+  }
+}
+
+int64_t pairs_before_row(int64_t n, int64_t r) { return r * (n - 1) - r * (r - 1) / 2; }
+
+template <typename scalar_t, typename T>
+void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
+                        const at::Tensor& weights, const at::Tensor& offsets, double temperature,
+                        int64_t k, Gain gain, at::Tensor& loss, at::Tensor& item_grad) {
+  const int64_t B = offsets.size(0) - 1;
+  const int64_t N = scores.size(0);
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const scalar_t* s_in = scores.data_ptr<scalar_t>();
+  const T* y_in = labels.data_ptr<T>();
+  const T* w_in = weights.defined() ? weights.data_ptr<T>() : nullptr;
+  const T inv_t = T(1.0 / temperature);
+  const bool want_grad = item_grad.numel() > 0;
+
+  std::vector<T> s(N), wg(N), rank(N, T(0)), a(want_grad ? N : 0), grad(want_grad ? N : 0, T(0));
+  std::vector<T> inv_idcg(B, T(0));
+
+  // Pass 1: gather, gains, ideal DCG@k.
+  std::vector<double> prep_cost(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const double n = static_cast<double>(off[b + 1] - off[b]);
+    prep_cost[b] = n * std::log2(2.0 + n);
+  }
+  run_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
+    std::vector<double> ideal;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t start = off[b], n = off[b + 1] - start;
+      ideal.resize(n);
+      for (int64_t i = start; i < start + n; ++i) {
+        s[i] = static_cast<T>(s_in[i]);
+        wg[i] = (w_in ? w_in[i] : T(1)) * gain_of(y_in[i], gain);
+        ideal[i - start] = static_cast<double>(wg[i]);
+      }
+      const double idcg = cpu::ideal_dcg(ideal, k);
+      inv_idcg[b] = idcg > 0.0 ? T(1.0 / idcg) : T(0);
+    }
+  });
+
+  // Tasks: the rows of each list with a non-zero ideal DCG, long lists in chunks.
+  struct Task {
+    int64_t list, row_begin, row_end, buffer;  // buffer: -1 = the list's own arrays
+  };
+  std::vector<Task> tasks;
+  std::vector<double> task_cost;
+  std::vector<int64_t> first_task(B + 1, 0), chunk_base(B, -1);
+  int64_t scratch_size = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    first_task[b] = static_cast<int64_t>(tasks.size());
+    const int64_t n = off[b + 1] - off[b];
+    if (n < 2 || inv_idcg[b] == T(0)) continue;
+    const int64_t total = pairs_before_row(n, n - 1);
+    const int64_t chunks = std::min(kMaxChunks, (total + kPairsPerChunk - 1) / kPairsPerChunk);
+    if (chunks <= 1) {
+      tasks.push_back({b, 0, n - 1, -1});
+      task_cost.push_back(static_cast<double>(total));
+      continue;
+    }
+    chunk_base[b] = scratch_size;
+    scratch_size += chunks * n;
+    int64_t row = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t target = total * (c + 1) / chunks;
+      int64_t lo = row, hi = n - 1;
+      while (lo < hi) {
+        const int64_t mid = (lo + hi) / 2;
+        if (pairs_before_row(n, mid) >= target) hi = mid; else lo = mid + 1;
+      }
+      const int64_t end = c + 1 == chunks ? n - 1 : lo;
+      tasks.push_back({b, row, end, chunk_base[b] + c * n});
+      task_cost.push_back(static_cast<double>(pairs_before_row(n, end) - pairs_before_row(n, row)));
+      row = end;
+    }
+  }
+  first_task[B] = static_cast<int64_t>(tasks.size());
+  std::vector<T> scratch(scratch_size, T(0));
+
+  // Adds the chunk buffers of list b into out, in chunk order, and clears them.
+  auto reduce_chunks = [&](int64_t b, T* out) {
+    if (chunk_base[b] < 0) return;
+    const int64_t start = off[b], n = off[b + 1] - start;
+    for (int64_t t = first_task[b]; t < first_task[b + 1]; ++t) {
+      T* part = scratch.data() + tasks[t].buffer;
+      for (int64_t r = 0; r < n; ++r) out[start + r] += part[r];
+      std::fill(part, part + n, T(0));
+    }
+  };
+
+  // Pass 2: smooth ranks.
+  run_by_cost(task_cost, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const Task& task = tasks[t];
+      const int64_t start = off[task.list], n = off[task.list + 1] - start;
+      T* buf = task.buffer < 0 ? rank.data() + start : scratch.data() + task.buffer;
+      smooth_rank_rows(s.data() + start, n, task.row_begin, task.row_end, inv_t, buf);
+    }
+  });
+
+  // Pass 3: per list, ranks -> loss and a_i = d loss / d r_i.
+  T* loss_out = loss.data_ptr<T>();
+  const T kk = T(k);
+  run_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      if (inv_idcg[b] == T(0)) continue;
+      const int64_t start = off[b], n = off[b + 1] - start;
+      reduce_chunks(b, rank.data());
+      T dcg = 0;
+      for (int64_t i = start; i < start + n; ++i) {
+        T value, slope;
+        approx_ndcg_item(wg[i], T(1) + rank[i], kk, inv_idcg[b], value, slope);
+        dcg += value;
+        if (want_grad) a[i] = slope;
+      }
+      loss_out[b] = -dcg * inv_idcg[b];
+    }
+  });
+  if (!want_grad) return;
+
+  // Pass 4: the gradient.
+  run_by_cost(task_cost, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const Task& task = tasks[t];
+      const int64_t start = off[task.list], n = off[task.list + 1] - start;
+      T* buf = task.buffer < 0 ? grad.data() + start : scratch.data() + task.buffer;
+      smooth_rank_grad_rows(s.data() + start, a.data() + start, n, task.row_begin, task.row_end,
+                            inv_t, buf);
+    }
+  });
+  T* grad_out = item_grad.data_ptr<T>();
+  run_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      if (inv_idcg[b] == T(0)) continue;
+      const int64_t start = off[b], n = off[b + 1] - start;
+      reduce_chunks(b, grad.data());
+      for (int64_t i = start; i < start + n; ++i) grad_out[i] = grad[i] * inv_t;
+    }
+  });
+}
+
+struct Prepared {
+  at::Tensor scores, labels, weights, offsets, loss, item_grad;
+};
+
+Prepared prepare(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
+                 const c10::optional<at::Tensor>& weights, bool compute_grad) {
+  check_list_inputs(scores, labels, offsets, weights);
+  Prepared p;
+  p.offsets = offsets.contiguous();
+  check_offsets_values_cpu(p.offsets, scores.size(0));
+  const auto acc = acc_dtype_of(scores.scalar_type());
+  p.scores = scores.contiguous();
+  p.labels = labels.to(acc).contiguous();
+  p.weights = weights.has_value() ? weights->to(acc).contiguous() : at::Tensor();
+  p.loss = at::zeros({p.offsets.size(0) - 1}, scores.options().dtype(acc));
+  p.item_grad = at::zeros({compute_grad ? scores.size(0) : 0}, scores.options().dtype(acc));
+  return p;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> softmax_loss_cpu(const at::Tensor& scores,
+                                                    const at::Tensor& labels,
+                                                    const at::Tensor& offsets,
+                                                    const c10::optional<at::Tensor>& weights,
+                                                    bool label_norm, bool compute_grad) {
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "softmax_loss_cpu", [&] {
+                                    using T = at::opmath_type<scalar_t>;
+                                    softmax_kernel<scalar_t, T>(p.scores, p.labels, p.weights,
+                                                                p.offsets, label_norm, p.loss,
+                                                                p.item_grad);
+                                  });
+  return {p.loss, p.item_grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> listmle_loss_cpu(const at::Tensor& scores,
+                                                    const at::Tensor& labels,
+                                                    const at::Tensor& offsets,
+                                                    const c10::optional<at::Tensor>& weights,
+                                                    bool compute_grad) {
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "listmle_loss_cpu", [&] {
+                                    using T = at::opmath_type<scalar_t>;
+                                    listmle_kernel<scalar_t, T>(p.scores, p.labels, p.weights,
+                                                                p.offsets, p.loss, p.item_grad);
+                                  });
+  return {p.loss, p.item_grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cpu(
+    const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
+    const c10::optional<at::Tensor>& weights, double temperature, c10::optional<int64_t> k,
+    c10::string_view gain, bool compute_grad) {
+  TORCH_CHECK(temperature > 0.0, "rankops: temperature must be > 0, got ", temperature);
+  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+  const Gain g = parse_gain(std::string(gain));
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "approx_ndcg_loss_cpu", [&] {
+                                    using T = at::opmath_type<scalar_t>;
+                                    approx_ndcg_kernel<scalar_t, T>(
+                                        p.scores, p.labels, p.weights, p.offsets, temperature,
+                                        k.value_or(0), g, p.loss, p.item_grad);
+                                  });
+  return {p.loss, p.item_grad};
+}
+
+TORCH_LIBRARY_IMPL(rankops, CPU, m) {
+  m.impl("softmax_loss", &softmax_loss_cpu);
+  m.impl("softmax_loss_backward", &scale_item_grad_cpu);
+  m.impl("listmle_loss", &listmle_loss_cpu);
+  m.impl("listmle_loss_backward", &scale_item_grad_cpu);
+  m.impl("approx_ndcg_loss", &approx_ndcg_loss_cpu);
+  m.impl("approx_ndcg_loss_backward", &scale_item_grad_cpu);
+}
+
+}  // namespace rankops

@@ -1,0 +1,472 @@
+// CUDA kernels of the listwise family: softmax (ListNet), ListMLE, ApproxNDCG. Same outputs
+// as csrc/cpu/listwise_cpu.cpp, same per-item / per-pair math (csrc/common/listwise_math.h).
+//
+//  * softmax:     a block per list: block max, sum of exp and target mass, then loss and
+//                 gradient in one more pass.
+//  * listmle:     one cub segmented radix sort (stable: label ties keep input order) gives
+//                 each list's order by label; then a block per list runs the reverse
+//                 log-add-exp scan (L_k) and the forward affine scan (R_k) with cub::BlockScan,
+//                 tile by tile, carrying the aggregate between tiles.
+//  * approx_ndcg: a segmented sort of w*G for the ideal DCG@k; then two owner-computes pair
+//                 kernels on a (list, owner slot) grid: the thread that owns item i sums over
+//                 all partners j itself (smooth rank, then gradient), partners staged through
+//                 shared memory. No atomics: each unordered pair is evaluated by both owners.
+// Every reduction runs in a fixed order (cub block primitives, fixed strides), so results
+// are the same bits run to run. No host sync: offsets values are trusted (the Python layer
+// validates them).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cub/cub.cuh>
+
+#include <climits>
+
+#include "../common/checks.h"
+#include "../common/listwise_math.h"
+#include "list_grad_cuda.h"
+#include "../common/pair_math.h"
+
+namespace rankops {
+namespace {
+
+constexpr int kThreads = 128;      // softmax / listmle: threads of the block that owns a list
+constexpr int kPairThreads = 256;  // approx_ndcg: owners per block
+constexpr int kOwnerSlots = 32;    // approx_ndcg: blocks per list (grid.y); long lists loop
+
+struct SumOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a + b; }
+};
+struct MaxOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a > b ? a : b; }
+};
+struct LogAddExpOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return log_add_exp(a, b); }
+};
+struct ComposeOp {
+  template <typename T>
+  __device__ __forceinline__ Affine<T> operator()(const Affine<T>& a, const Affine<T>& b) const {
+    return compose(a, b);
+  }
+};
+
+// Block-wide reduction whose result every thread gets. Call from every thread.
+template <typename T, typename Op>
+__device__ __forceinline__ T block_all_reduce(T v, Op op,
+                                              typename cub::BlockReduce<T, kThreads>::TempStorage& tmp,
+                                              T& shared) {
+  T r = cub::BlockReduce<T, kThreads>(tmp).Reduce(v, op);
+  if (threadIdx.x == 0) shared = r;
+  __syncthreads();
+  r = shared;
+  __syncthreads();  // tmp and shared are reused by the next call
+  return r;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- softmax ----------------------------------------------------------------------
+
+template <typename scalar_t, typename T>
+__global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restrict__ y,
+                               const T* __restrict__ w, const int64_t* __restrict__ off,
+                               bool label_norm, T* __restrict__ loss, T* __restrict__ grad) {
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ T shared;
+  const int64_t b = blockIdx.x;
+  const int64_t start = off[b], end = off[b + 1];
+  if (end <= start) return;  // the same for the whole block
+  T m = -T(INFINITY), tsum = 0;
+  for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
+    const T si = static_cast<T>(s[i]);
+    m = si > m ? si : m;
+    tsum += y[i] * (w ? w[i] : T(1));
+  }
+  m = block_all_reduce(m, MaxOp(), tmp, shared);
+  tsum = block_all_reduce(tsum, SumOp(), tmp, shared);
+  if (tsum == T(0)) return;  // no target mass: loss 0, gradient 0
+  T sumexp = 0;
+  for (int64_t i = start + threadIdx.x; i < end; i += kThreads)
+    sumexp += math::exp_nonpositive(static_cast<T>(s[i]) - m);
+  sumexp = block_all_reduce(sumexp, SumOp(), tmp, shared);
+  const T lse = m + log(sumexp);
+  const T scale = label_norm ? T(1) / tsum : T(1);
+  const T mass = label_norm ? T(1) : tsum;
+  T total = 0;
+  for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
+    const T si = static_cast<T>(s[i]);
+    const T ti = y[i] * (w ? w[i] : T(1));
+    total += ti * (lse - si);
+    if (grad) grad[i] = mass * math::exp_nonpositive(si - lse) - ti * scale;
+  }
+  total = Reduce(tmp).Reduce(total, SumOp());
+  if (threadIdx.x == 0) loss[b] = total * scale;
+}
+
+// ---- ListMLE ----------------------------------------------------------------------
+
+// Sort keys: labels with -0.0 made +0.0 (radix sorts tell them apart; labels compare
+// equal on the CPU, where ties keep input order).
+template <typename T>
+__global__ void label_keys_kernel(const T* __restrict__ y, int64_t n, T* __restrict__ keys,
+                                  int64_t* __restrict__ index) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    keys[i] = y[i] == T(0) ? T(0) : y[i];
+    index[i] = i;
+  }
+}
+
+template <typename scalar_t, typename T>
+__global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restrict__ w,
+                               const int64_t* __restrict__ perm, const int64_t* __restrict__ off,
+                               T* __restrict__ lse, T* __restrict__ loss, T* __restrict__ grad) {
+  using ScanL = cub::BlockScan<T, kThreads>;
+  using ScanA = cub::BlockScan<Affine<T>, kThreads>;
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ union {
+    typename ScanL::TempStorage l;
+    typename ScanA::TempStorage a;
+    typename Reduce::TempStorage r;
+  } tmp;
+  const int64_t b = blockIdx.x;
+  const int64_t start = off[b], n = off[b + 1] - start;
+  if (n == 0) return;
+
+  // L_p = log sum_{m >= p} exp(s_{pi_m}): a scan over q = n-1-p, tile by tile from the end.
+  T carry = -T(INFINITY);
+  for (int64_t tile = 0; tile < n; tile += kThreads) {
+    const int64_t q = tile + threadIdx.x;
+    const int64_t p = n - 1 - q;
+    const T v = q < n ? static_cast<T>(s[perm[start + p]]) : -T(INFINITY);
+    T out, aggregate;
+    ScanL(tmp.l).InclusiveScan(v, out, LogAddExpOp(), aggregate);
+    if (q < n) lse[start + p] = log_add_exp(carry, out);
+    carry = log_add_exp(carry, aggregate);
+    __syncthreads();
+  }
+
+  // R_r = R_{r-1} exp(L_r - L_{r-1}) + w_r as a scan of affine maps; the gradient of the
+  // item at position r is R_r exp(s_r - L_r) - w_r.
+  Affine<T> carry_map{T(1), T(0)};
+  T total = 0;
+  for (int64_t tile = 0; tile < n; tile += kThreads) {
+    const int64_t r = tile + threadIdx.x;
+    Affine<T> v{T(1), T(0)};
+    T sr = 0, wr = 0, lr = 0;
+    int64_t item = 0;
+    if (r < n) {
+      item = perm[start + r];
+      sr = static_cast<T>(s[item]);
+      wr = w ? w[item] : T(1);
+      lr = lse[start + r];
+      const T decay = r > 0 ? math::exp_nonpositive(lr - lse[start + r - 1]) : T(0);
+      v = Affine<T>{decay, wr};
+      total += wr * (lr - sr);
+    }
+    Affine<T> out, aggregate;
+    ScanA(tmp.a).InclusiveScan(v, out, ComposeOp(), aggregate);
+    const Affine<T> upto = compose(carry_map, out);
+    if (r < n && grad) grad[item] = upto.b * math::exp_nonpositive(sr - lr) - wr;
+    carry_map = compose(carry_map, aggregate);
+    __syncthreads();
+  }
+  total = Reduce(tmp.r).Reduce(total, SumOp());
+  if (threadIdx.x == 0) loss[b] = total;
+}
+
+// ---- ApproxNDCG -------------------------------------------------------------------
+
+template <typename scalar_t, typename T>
+__global__ void gains_kernel(const scalar_t* __restrict__ s_in, const T* __restrict__ y,
+                             const T* __restrict__ w, int64_t n, Gain gain, T* __restrict__ s,
+                             T* __restrict__ wg) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    s[i] = static_cast<T>(s_in[i]);
+    wg[i] = (w ? w[i] : T(1)) * gain_of(y[i], gain);
+  }
+}
+
+// 1 / IDCG@k per list (0 when IDCG = 0) from w*G sorted descending.
+template <typename T>
+__global__ void inv_idcg_kernel(const T* __restrict__ wg_sorted, const int64_t* __restrict__ off,
+                                int64_t k, T* __restrict__ inv_idcg) {
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int64_t b = blockIdx.x;
+  const int64_t start = off[b], n = off[b + 1] - start;
+  const int64_t top = (k > 0 && k < n) ? k : n;
+  T idcg = 0;
+  for (int64_t r = threadIdx.x; r < top; r += kThreads)
+    idcg += wg_sorted[start + r] * discount_of(T(r + 1));
+  idcg = Reduce(tmp).Reduce(idcg, SumOp());
+  if (threadIdx.x == 0) inv_idcg[b] = idcg > T(0) ? T(1) / idcg : T(0);
+}
+
+// Owner-computes smooth ranks; writes each item's DCG term and a_i = d loss / d r_i.
+template <typename T>
+__global__ void smooth_rank_kernel(const T* __restrict__ s, const T* __restrict__ wg,
+                                   const int64_t* __restrict__ off, const T* __restrict__ inv_idcg,
+                                   T inv_t, T k, T* __restrict__ value, T* __restrict__ slope) {
+  __shared__ T tile_s[kPairThreads];
+  const int64_t b = blockIdx.x;
+  const int64_t start = off[b], n = off[b + 1] - start;
+  const T inv = inv_idcg[b];
+  // the same for the whole block; a single item still gets its term (rank 1)
+  if (n < 1 || inv == T(0)) return;
+  for (int64_t base = static_cast<int64_t>(blockIdx.y) * kPairThreads; base < n;
+       base += static_cast<int64_t>(gridDim.y) * kPairThreads) {
+    const int64_t i = base + threadIdx.x;
+    const bool own = i < n;
+    const T si = own ? s[start + i] : T(0);
+    T sum = 0;
+    for (int64_t jt = 0; jt < n; jt += kPairThreads) {
+      __syncthreads();
+      if (jt + threadIdx.x < n) tile_s[threadIdx.x] = s[start + jt + threadIdx.x];
+      __syncthreads();
+      const int m = static_cast<int>(n - jt < kPairThreads ? n - jt : kPairThreads);
+      for (int q = 0; q < m; ++q) {
+        T sig, one_minus;
+        sigmoid_pair((tile_s[q] - si) * inv_t, sig, one_minus);
+        sum += jt + q != i ? sig : T(0);
+      }
+    }
+    if (own) {
+      T v, a;
+      approx_ndcg_item(wg[start + i], T(1) + sum, k, inv, v, a);
+      value[start + i] = v;
+      slope[start + i] = a;
+    }
+  }
+}
+
+template <typename T>
+__global__ void approx_ndcg_loss_kernel(const T* __restrict__ value, const int64_t* __restrict__ off,
+                                        const T* __restrict__ inv_idcg, T* __restrict__ loss) {
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  const int64_t b = blockIdx.x;
+  const int64_t start = off[b], end = off[b + 1];
+  const T inv = inv_idcg[b];
+  if (inv == T(0) || end - start < 1) return;
+  T dcg = 0;
+  for (int64_t i = start + threadIdx.x; i < end; i += kThreads) dcg += value[i];
+  dcg = Reduce(tmp).Reduce(dcg, SumOp());
+  if (threadIdx.x == 0) loss[b] = -dcg * inv;
+}
+
+// d loss / d s_m = (1/T) sum_j sigmoid'((s_j - s_m) / T) (a_j - a_m), owner-computes.
+template <typename T>
+__global__ void smooth_rank_grad_kernel(const T* __restrict__ s, const T* __restrict__ slope,
+                                        const int64_t* __restrict__ off,
+                                        const T* __restrict__ inv_idcg, T inv_t,
+                                        T* __restrict__ grad) {
+  __shared__ T tile_s[kPairThreads];
+  __shared__ T tile_a[kPairThreads];
+  const int64_t b = blockIdx.x;
+  const int64_t start = off[b], n = off[b + 1] - start;
+  if (n < 2 || inv_idcg[b] == T(0)) return;
+  for (int64_t base = static_cast<int64_t>(blockIdx.y) * kPairThreads; base < n;
+       base += static_cast<int64_t>(gridDim.y) * kPairThreads) {
+    const int64_t i = base + threadIdx.x;
+    const bool own = i < n;
+    const T si = own ? s[start + i] : T(0);
+    const T ai = own ? slope[start + i] : T(0);
+    T sum = 0;
+    for (int64_t jt = 0; jt < n; jt += kPairThreads) {
+      __syncthreads();
+      if (jt + threadIdx.x < n) {
+        tile_s[threadIdx.x] = s[start + jt + threadIdx.x];
+        tile_a[threadIdx.x] = slope[start + jt + threadIdx.x];
+      }
+      __syncthreads();
+      const int m = static_cast<int>(n - jt < kPairThreads ? n - jt : kPairThreads);
+      for (int q = 0; q < m; ++q)  // j == i adds sigmoid'(0) * 0
+        sum += sigmoid_slope((tile_s[q] - si) * inv_t) * (tile_a[q] - ai);
+    }
+    if (own) grad[start + i] = sum * inv_t;
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------
+
+unsigned elementwise_blocks(int64_t n) {
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, 256), 65536)));
+}
+
+// Sorts (keys, values) descending within each list; radix sort is stable.
+template <typename K, typename V>
+void segmented_sort_desc(const at::Tensor& keys_in, at::Tensor& keys_out, const V* values_in,
+                         V* values_out, const at::Tensor& offsets, cudaStream_t stream) {
+  const int64_t N = keys_in.size(0), B = offsets.size(0) - 1;
+  TORCH_CHECK(N < INT_MAX && B < INT_MAX, "rankops: more than 2^31 items or lists");
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  size_t bytes = 0;
+  auto call = [&](void* temp) {
+    if (values_in)
+      return cub::DeviceSegmentedRadixSort::SortPairsDescending(
+          temp, bytes, keys_in.data_ptr<K>(), keys_out.data_ptr<K>(), values_in, values_out,
+          static_cast<int>(N), static_cast<int>(B), off, off + 1, 0, int(sizeof(K) * 8), stream);
+    return cub::DeviceSegmentedRadixSort::SortKeysDescending(
+        temp, bytes, keys_in.data_ptr<K>(), keys_out.data_ptr<K>(), static_cast<int>(N),
+        static_cast<int>(B), off, off + 1, 0, int(sizeof(K) * 8), stream);
+  };
+  C10_CUDA_CHECK(call(nullptr));
+  auto temp = at::empty({static_cast<int64_t>(bytes) + 1}, keys_in.options().dtype(at::kByte));
+  C10_CUDA_CHECK(call(temp.data_ptr()));
+}
+
+struct Prepared {
+  at::Tensor scores, labels, weights, offsets, loss, item_grad;
+};
+
+Prepared prepare(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
+                 const c10::optional<at::Tensor>& weights, bool compute_grad) {
+  check_list_inputs(scores, labels, offsets, weights);
+  TORCH_CHECK(scores.is_cuda(), "rankops: expected CUDA tensors");
+  Prepared p;
+  const auto acc = acc_dtype_of(scores.scalar_type());
+  p.offsets = offsets.contiguous();
+  p.scores = scores.contiguous();
+  p.labels = labels.to(acc).contiguous();
+  p.weights = weights.has_value() ? weights->to(acc).contiguous() : at::Tensor();
+  p.loss = at::zeros({p.offsets.size(0) - 1}, scores.options().dtype(acc));
+  p.item_grad = at::zeros({compute_grad ? scores.size(0) : 0}, scores.options().dtype(acc));
+  return p;
+}
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+T* grad_ptr(at::Tensor& t) {
+  return t.numel() > 0 ? t.data_ptr<T>() : nullptr;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> softmax_loss_cuda(const at::Tensor& scores,
+                                                     const at::Tensor& labels,
+                                                     const at::Tensor& offsets,
+                                                     const c10::optional<at::Tensor>& weights,
+                                                     bool label_norm, bool compute_grad) {
+  const c10::cuda::CUDAGuard guard(scores.device());
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  const int64_t B = p.offsets.size(0) - 1;
+  if (B == 0 || p.scores.size(0) == 0) return {p.loss, p.item_grad};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "softmax_loss_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    softmax_kernel<scalar_t, T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+        p.scores.data_ptr<scalar_t>(), p.labels.data_ptr<T>(), ptr_or_null<T>(p.weights),
+        p.offsets.data_ptr<int64_t>(), label_norm, p.loss.data_ptr<T>(), grad_ptr<T>(p.item_grad));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {p.loss, p.item_grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> listmle_loss_cuda(const at::Tensor& scores,
+                                                     const at::Tensor& labels,
+                                                     const at::Tensor& offsets,
+                                                     const c10::optional<at::Tensor>& weights,
+                                                     bool compute_grad) {
+  const c10::cuda::CUDAGuard guard(scores.device());
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  const int64_t B = p.offsets.size(0) - 1, N = p.scores.size(0);
+  if (B == 0 || N == 0) return {p.loss, p.item_grad};
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "listmle_loss_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    auto keys = at::empty_like(p.labels);
+    auto keys_sorted = at::empty_like(p.labels);
+    auto index = at::empty({N}, p.offsets.options());
+    auto perm = at::empty({N}, p.offsets.options());
+    label_keys_kernel<T><<<elementwise_blocks(N), 256, 0, stream>>>(
+        p.labels.data_ptr<T>(), N, keys.data_ptr<T>(), index.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    segmented_sort_desc<T, int64_t>(keys, keys_sorted, index.data_ptr<int64_t>(),
+                                    perm.data_ptr<int64_t>(), p.offsets, stream);
+    auto lse = at::empty_like(p.labels);
+    listmle_kernel<scalar_t, T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+        p.scores.data_ptr<scalar_t>(), ptr_or_null<T>(p.weights), perm.data_ptr<int64_t>(),
+        p.offsets.data_ptr<int64_t>(), lse.data_ptr<T>(), p.loss.data_ptr<T>(),
+        grad_ptr<T>(p.item_grad));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {p.loss, p.item_grad};
+}
+
+std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cuda(
+    const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
+    const c10::optional<at::Tensor>& weights, double temperature, c10::optional<int64_t> k,
+    c10::string_view gain, bool compute_grad) {
+  TORCH_CHECK(temperature > 0.0, "rankops: temperature must be > 0, got ", temperature);
+  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+  const Gain g = parse_gain(std::string(gain));
+  const c10::cuda::CUDAGuard guard(scores.device());
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  const int64_t B = p.offsets.size(0) - 1, N = p.scores.size(0);
+  if (B == 0 || N == 0) return {p.loss, p.item_grad};
+  TORCH_CHECK(B <= INT_MAX, "rankops: more than 2^31 lists");
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t kk = k.value_or(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "approx_ndcg_loss_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    auto s = at::empty_like(p.labels);
+    auto wg = at::empty_like(p.labels);
+    auto wg_sorted = at::empty_like(p.labels);
+    auto inv_idcg = at::empty({B}, p.labels.options());
+    auto value = at::empty_like(p.labels);
+    auto slope = at::empty_like(p.labels);
+    gains_kernel<scalar_t, T><<<elementwise_blocks(N), 256, 0, stream>>>(
+        p.scores.data_ptr<scalar_t>(), p.labels.data_ptr<T>(), ptr_or_null<T>(p.weights), N, g,
+        s.data_ptr<T>(), wg.data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    segmented_sort_desc<T, int64_t>(wg, wg_sorted, nullptr, nullptr, p.offsets, stream);
+    inv_idcg_kernel<T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+        wg_sorted.data_ptr<T>(), p.offsets.data_ptr<int64_t>(), kk, inv_idcg.data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const dim3 grid(static_cast<unsigned>(B), kOwnerSlots);
+    const T inv_t = T(1.0 / temperature);
+    smooth_rank_kernel<T><<<grid, kPairThreads, 0, stream>>>(
+        s.data_ptr<T>(), wg.data_ptr<T>(), p.offsets.data_ptr<int64_t>(), inv_idcg.data_ptr<T>(),
+        inv_t, T(kk), value.data_ptr<T>(), slope.data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    approx_ndcg_loss_kernel<T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+        value.data_ptr<T>(), p.offsets.data_ptr<int64_t>(), inv_idcg.data_ptr<T>(),
+        p.loss.data_ptr<T>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (p.item_grad.numel() > 0) {
+      smooth_rank_grad_kernel<T><<<grid, kPairThreads, 0, stream>>>(
+          s.data_ptr<T>(), slope.data_ptr<T>(), p.offsets.data_ptr<int64_t>(),
+          inv_idcg.data_ptr<T>(), inv_t, p.item_grad.data_ptr<T>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  return {p.loss, p.item_grad};
+}
+
+TORCH_LIBRARY_IMPL(rankops, CUDA, m) {
+  m.impl("softmax_loss", &softmax_loss_cuda);
+  m.impl("softmax_loss_backward", &scale_item_grad_cuda);
+  m.impl("listmle_loss", &listmle_loss_cuda);
+  m.impl("listmle_loss_backward", &scale_item_grad_cuda);
+  m.impl("approx_ndcg_loss", &approx_ndcg_loss_cuda);
+  m.impl("approx_ndcg_loss_backward", &scale_item_grad_cuda);
+}
+
+}  // namespace rankops

@@ -1,0 +1,240 @@
+"""Listwise (softmax/ListNet, ListMLE, ApproxNDCG) and pointwise (sigmoid, MSE) losses
+over packed, variable-length lists (DESIGN §3).
+
+Every loss takes ``scores, labels`` in any layout of :mod:`rankops.segments` (packed
+``[N]`` with ``offsets``/``lengths``/``group_ids``, or padded ``[B, L]`` with
+``lengths``/``mask``), optional item ``weights``, and returns a scalar
+(``reduction="mean"``/``"sum"``) or one value per list (``"none"``, shape ``[B]``).
+
+Reductions: ``"mean"`` divides the sum over lists by the number of non-empty lists
+(listwise) or by the number of items (pointwise); empty lists give 0, never NaN. Losses
+of float16/bfloat16 scores are computed and returned in float32; gradients come back in
+the dtype of ``scores``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import segments
+from ._common import GAINS, REDUCTIONS, check_choice, check_float, check_k, reduce
+from ._ops import ops
+
+__all__ = ["softmax_loss", "listmle_loss", "approx_ndcg_loss", "sigmoid_loss", "mse_loss"]
+
+
+def _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate):
+    return segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
+                              mask=mask, group_ids=group_ids, validate=validate)
+
+
+def _compute_grad(lists: segments.PackedLists) -> bool:
+    return lists.scores.requires_grad and torch.is_grad_enabled()
+
+
+def _reduce_lists(loss: Tensor, lists: segments.PackedLists, reduction: str) -> Tensor:
+    """Listwise reduction: ``"mean"`` divides by the number of non-empty lists."""
+    B = lists.num_lists
+    lengths = lists.offsets[1:B + 1] - lists.offsets[:B]
+    return reduce(loss[:B], reduction, (lengths > 0).sum())
+
+
+# ---- packed implementations (also used by rankops.nn.CombinedLoss) -------------------
+
+def _softmax_packed(lists, *, label_norm=False, reduction="mean"):
+    check_choice("reduction", reduction, REDUCTIONS)
+    if not isinstance(label_norm, bool):
+        raise TypeError(f"label_norm must be a bool, got {type(label_norm).__name__}")
+    loss, _ = ops.softmax_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
+                               label_norm, _compute_grad(lists))
+    return _reduce_lists(loss, lists, reduction)
+
+
+def _listmle_packed(lists, *, reduction="mean"):
+    check_choice("reduction", reduction, REDUCTIONS)
+    loss, _ = ops.listmle_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
+                               _compute_grad(lists))
+    return _reduce_lists(loss, lists, reduction)
+
+
+def _approx_ndcg_packed(lists, *, temperature=1.0, k=None, gain="exp2", reduction="mean"):
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("gain", gain, GAINS)
+    k = check_k(k)
+    temperature = check_float("temperature", temperature)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    loss, _ = ops.approx_ndcg_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
+                                   temperature, k, gain, _compute_grad(lists))
+    # DESIGN §3: a single-item list gives 0 (the kernel's -NDCG would be a constant -1 there,
+    # with zero gradient).
+    lengths = lists.offsets[1:] - lists.offsets[:-1]
+    loss = torch.where(lengths >= 2, loss, torch.zeros_like(loss))
+    return _reduce_lists(loss, lists, reduction)
+
+
+def _pointwise_packed(lists, per_item_fn, reduction):
+    check_choice("reduction", reduction, REDUCTIONS)
+    acc = torch.float64 if lists.scores.dtype == torch.float64 else torch.float32
+    s = lists.scores.to(acc)
+    y = lists.labels.to(acc)
+    per_item = per_item_fn(s, y)
+    if lists.weights is not None:
+        per_item = per_item * lists.weights.to(acc)
+    B = lists.num_lists
+    n_items = lists.offsets[B]
+    if lists.padded_shape is not None:  # the trailing padding list must not count
+        valid = torch.arange(per_item.shape[0], device=per_item.device) < n_items
+        per_item = torch.where(valid, per_item, torch.zeros_like(per_item))
+    if reduction == "sum":
+        return per_item.sum()
+    if reduction == "mean":
+        return per_item.sum() / n_items.clamp_min(1).to(acc)
+    # per-list sums: a float64 prefix sum, differenced at the offsets (deterministic)
+    prefix = torch.cat([per_item.new_zeros(1, dtype=torch.float64),
+                        torch.cumsum(per_item.to(torch.float64), 0)])
+    return (prefix[lists.offsets[1:B + 1]] - prefix[lists.offsets[:B]]).to(acc)
+
+
+def _sigmoid_items(s, y):
+    # = binary_cross_entropy_with_logits, whose CPU kernel enters a parallel region even
+    # for a few items (milliseconds on a loaded machine); exp(-40) is below float64's eps.
+    return F.softplus(s, threshold=40.0) - y.clamp(0, 1) * s
+
+
+def _mse_items(s, y):
+    return (s - y) ** 2
+
+
+def _sigmoid_packed(lists, *, reduction="mean"):
+    return _pointwise_packed(lists, _sigmoid_items, reduction)
+
+
+def _mse_packed(lists, *, reduction="mean"):
+    return _pointwise_packed(lists, _mse_items, reduction)
+
+
+# ---- public functions -----------------------------------------------------------------
+
+def softmax_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    label_norm: bool = False,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""Softmax cross-entropy (ListNet top-1): per list
+    ``loss = -sum_i t_i log softmax(s)_i`` with targets ``t_i = w_i y_i`` (raw labels,
+    as Rax), or ``t_i = w_i y_i / sum_j w_j y_j`` with ``label_norm=True``.
+
+    A list whose targets sum to 0 (all labels 0) gives 0 and zero gradient. The gradient,
+    ``(sum_j t_j) softmax(s)_i - t_i``, is fused into the forward pass (segmented
+    log-sum-exp). ``reduction="mean"`` divides by the number of non-empty lists.
+    """
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _softmax_packed(lists, label_norm=label_norm, reduction=reduction)
+
+
+def listmle_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""ListMLE (Xia et al. 2008): the Plackett-Luce negative log-likelihood of the order
+    ``pi`` by label descending (label ties broken by position in the list):
+
+    ``loss = sum_k w_{pi_k} (logsumexp_{m >= k} s_{pi_m} - s_{pi_k})``.
+
+    Weights: item weight ``w_{pi_k}`` scales the term of the position that item takes in
+    ``pi`` (default 1: the plain likelihood). The gradient is exact for tied scores: the
+    suffix log-sum-exp is a stable scan, and no max-shift enters the gradient.
+    ``reduction="mean"`` divides by the number of non-empty lists.
+    """
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _listmle_packed(lists, reduction=reduction)
+
+
+def approx_ndcg_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    temperature: float = 1.0,
+    k: Optional[int] = None,
+    gain: str = "exp2",
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""ApproxNDCG (Qin et al. 2010): ``-NDCG`` with the rank replaced by the smooth rank
+    ``r_i = 1 + sum_{j != i} sigmoid((s_j - s_i) / T)``:
+
+    ``loss = -sum_{i : r_i <= k} w_i G(y_i) / log2(1 + r_i) / IDCG@k``,
+
+    ``G(y) = 2^y - 1`` (``gain="exp2"``) or ``y`` (``"linear"``); IDCG@k is exact (the
+    ordering by ``w G`` descending). ``k``: items whose smooth rank exceeds k contribute
+    nothing (a hard cut). A list with IDCG = 0 (no relevant item) gives 0 and still counts
+    in the mean; so does a single-item list (DESIGN §3: single-item lists give 0, although
+    its NDCG is 1).
+    O(n^2) per list in time, O(n) memory; the gradient
+    ``(1/T) sum_j sigmoid'((s_j - s_m)/T) (a_j - a_m)``, ``a_i = d loss / d r_i``, is fused
+    into the forward pass. ``reduction="mean"`` divides by the number of non-empty lists.
+    """
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _approx_ndcg_packed(lists, temperature=temperature, k=k, gain=gain, reduction=reduction)
+
+
+def sigmoid_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""Pointwise binary cross-entropy with logits, on labels clipped to [0, 1]:
+    ``w_i (softplus(s_i) - min(y_i, 1) s_i)`` per item, summed per list.
+    ``reduction="mean"`` divides by the number of items (weights do not change it)."""
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _sigmoid_packed(lists, reduction=reduction)
+
+
+def mse_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""Pointwise squared error ``w_i (s_i - y_i)^2`` per item, summed per list.
+    ``reduction="mean"`` divides by the number of items."""
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _mse_packed(lists, reduction=reduction)

@@ -1,0 +1,622 @@
+"""Listwise (softmax, ListMLE, ApproxNDCG) and pointwise (sigmoid, MSE) losses, and CombinedLoss."""
+import math
+
+import pytest
+import torch
+
+import rankops
+from rankops import reference
+from lists import EDGE_LENGTHS, random_batch
+
+LISTWISE = ["softmax_loss", "listmle_loss", "approx_ndcg_loss"]
+POINTWISE = ["sigmoid_loss", "mse_loss"]
+ALL = LISTWISE + POINTWISE
+# option sets exercised for every loss
+OPTIONS = {
+    "softmax_loss": [{}, {"label_norm": True}],
+    "listmle_loss": [{}],
+    "approx_ndcg_loss": [{}, {"temperature": 0.5}, {"k": 3}, {"k": 10, "gain": "linear", "temperature": 2.0}],
+    "sigmoid_loss": [{}],
+    "mse_loss": [{}],
+}
+CASES = [(name, opts) for name in ALL for opts in OPTIONS[name]]
+
+
+def _ids(case):
+    name, opts = case
+    return name + ("-" + "-".join(f"{k}={v}" for k, v in opts.items()) if opts else "")
+
+
+# --------------------------------------------------------------------------------------
+# Hand-worked 4-item list: scores (0.8, -0.4, 1.5, 0.1), labels (3, 2, 1, 0), weights w.
+HAND_S = [0.8, -0.4, 1.5, 0.1]
+HAND_Y = [3.0, 2.0, 1.0, 0.0]
+HAND_W = [1.0, 2.0, 0.5, 3.0]
+
+
+def _sig(z):
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _hand_softmax(s, y, w, label_norm):
+    t = [wi * yi for wi, yi in zip(w, y)]
+    if label_norm:
+        t = [ti / sum(t) for ti in t]
+    lse = math.log(sum(math.exp(v) for v in s))
+    loss = -sum(ti * (si - lse) for ti, si in zip(t, s))
+    grad = [sum(t) * math.exp(si - lse) - ti for ti, si in zip(t, s)]
+    return loss, grad
+
+
+def _hand_listmle(s, y, w):
+    n = len(s)
+    pi = sorted(range(n), key=lambda i: (-y[i], i))  # labels descending, ties by position
+    loss, grad = 0.0, [0.0] * n
+    for k in range(n):
+        z = sum(math.exp(s[pi[m]]) for m in range(k, n))
+        loss += w[pi[k]] * (math.log(z) - s[pi[k]])
+        for m in range(k, n):
+            grad[pi[m]] += w[pi[k]] * math.exp(s[pi[m]]) / z
+        grad[pi[k]] -= w[pi[k]]
+    return loss, grad
+
+
+def _hand_approx_ndcg(s, y, w, T=1.0, k=None):
+    n = len(s)
+    wg = [wi * (2.0 ** yi - 1.0) for wi, yi in zip(w, y)]
+    ideal = sorted(wg, reverse=True)[: (n if k is None else k)]
+    idcg = sum(g / math.log2(2.0 + r) for r, g in enumerate(ideal))
+    rank = [1.0 + sum(_sig((s[j] - s[i]) / T) for j in range(n) if j != i) for i in range(n)]
+    active = [k is None or r <= k for r in rank]
+    loss = -sum(g / math.log2(1.0 + r) for g, r, a in zip(wg, rank, active) if a) / idcg
+    # a_i = d loss / d r_i = w G ln2 / ((1 + r) ln(1 + r)^2) / IDCG
+    a = [g * math.log(2) / ((1 + r) * math.log(1 + r) ** 2) / idcg if act else 0.0
+         for g, r, act in zip(wg, rank, active)]
+    slope = lambda z: _sig(z) * (1 - _sig(z))  # noqa: E731
+    grad = [sum(slope((s[j] - s[m]) / T) * (a[j] - a[m]) for j in range(n) if j != m) / T
+            for m in range(n)]
+    return loss, grad, rank
+
+
+def _run(name, s, y, device, reduction="sum", **kw):
+    s = torch.tensor(s, dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.tensor(y, dtype=torch.float64, device=device)
+    if "weights" in kw:
+        kw["weights"] = torch.tensor(kw["weights"], dtype=torch.float64, device=device)
+    loss = getattr(rankops, name)(s, y, reduction=reduction, **kw)
+    loss.backward()
+    return loss.item(), s.grad.tolist()
+
+
+@pytest.mark.parametrize("label_norm", [False, True])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_hand_softmax(device, label_norm, with_weights):
+    w = HAND_W if with_weights else [1.0] * 4
+    want_loss, want_grad = _hand_softmax(HAND_S, HAND_Y, w, label_norm)
+    kw = {"weights": w} if with_weights else {}
+    loss, grad = _run("softmax_loss", HAND_S, HAND_Y, device, label_norm=label_norm, **kw)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("labels", [HAND_Y, [1.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_hand_listmle(device, labels, with_weights):
+    w = HAND_W if with_weights else [1.0] * 4
+    want_loss, want_grad = _hand_listmle(HAND_S, labels, w)
+    kw = {"weights": w} if with_weights else {}
+    loss, grad = _run("listmle_loss", HAND_S, labels, device, **kw)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("T, k", [(1.0, None), (0.5, None), (3.0, 2), (0.5, 2), (1.0, 3)])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_hand_approx_ndcg(device, T, k, with_weights):
+    w = HAND_W if with_weights else [1.0] * 4
+    want_loss, want_grad, rank = _hand_approx_ndcg(HAND_S, HAND_Y, w, T, k)
+    if k is not None:
+        assert min(abs(r - k) for r in rank) > 0.05  # the cut is not ambiguous here
+    kw = {"weights": w} if with_weights else {}
+    loss, grad = _run("approx_ndcg_loss", HAND_S, HAND_Y, device, temperature=T, k=k, **kw)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grad == pytest.approx(want_grad, rel=1e-10, abs=1e-14)
+
+
+def test_hand_pointwise(device):
+    s, y = [0.8, -0.4, 1.5, 0.1], [3.0, 0.5, 0.0, 1.0]
+    bce = [math.log1p(math.exp(si)) - min(yi, 1.0) * si for si, yi in zip(s, y)]
+    dbce = [_sig(si) - min(yi, 1.0) for si, yi in zip(s, y)]
+    loss, grad = _run("sigmoid_loss", s, y, device, weights=HAND_W)
+    assert loss == pytest.approx(sum(w * v for w, v in zip(HAND_W, bce)), rel=1e-12)
+    assert grad == pytest.approx([w * g for w, g in zip(HAND_W, dbce)], rel=1e-12)
+    loss, grad = _run("mse_loss", s, y, device, reduction="mean")
+    assert loss == pytest.approx(sum((a - b) ** 2 for a, b in zip(s, y)) / 4, rel=1e-12)
+    assert grad == pytest.approx([2 * (a - b) / 4 for a, b in zip(s, y)], rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# Agreement with rankops.reference on random layouts.
+
+def _compare(device, name, opts, lengths, *, dtype=torch.float64, ties=False, weights=True,
+             grades=5, rtol=1e-9, atol=1e-11, seed=0, scale=1.0):
+    batch = random_batch(lengths, dtype=dtype, device=device, ties=ties, weights=weights,
+                         grades=grades, seed=seed)
+    s, y, off = batch[:3]
+    s = s * scale
+    kw = {"weights": batch[3]} if weights else {}
+    s1 = s.clone().requires_grad_()
+    s2 = s.clone().requires_grad_()
+    got = getattr(rankops, name)(s1, y, offsets=off, reduction="none", **opts, **kw)
+    want = getattr(reference, name)(s2, y, offsets=off, reduction="none", **opts, **kw)
+    assert got.shape == (len(lengths),)
+    v = torch.rand(got.shape, dtype=torch.float64, device=device)  # honour grad_output
+    (got.double() * v).sum().backward()
+    (want.double() * v).sum().backward()
+    scale_l = want.abs().max().item() if want.numel() else 1.0
+    torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol * max(scale_l, 1.0))
+    gscale = s2.grad.abs().max().item() if s2.numel() else 1.0
+    torch.testing.assert_close(s1.grad.double(), s2.grad.double(), rtol=rtol, atol=atol * max(gscale, 1.0))
+    assert torch.isfinite(s1.grad).all()
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("weights", [False, True])
+def test_matches_reference_edge_lengths(device, case, weights):
+    name, opts = case
+    _compare(device, name, opts, EDGE_LENGTHS, weights=weights)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_matches_reference_with_ties(device, case):
+    name, opts = case
+    _compare(device, name, opts, [6, 17, 1, 33, 0, 50], ties=True, grades=2, seed=3)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_all_zero_labels(device, case):
+    name, opts = case
+    s = torch.randn(12, dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.zeros(12, dtype=torch.float64, device=device)
+    off = torch.tensor([0, 5, 12], device=device)
+    loss = getattr(rankops, name)(s, y, offsets=off, reduction="none", **opts)
+    want = getattr(reference, name)(s, y, offsets=off, reduction="none", **opts)
+    loss.sum().backward()
+    torch.testing.assert_close(loss, want)
+    if name in ("softmax_loss", "approx_ndcg_loss"):  # no target mass / IDCG = 0: exactly 0
+        assert loss.abs().sum().item() == 0.0 and torch.count_nonzero(s.grad) == 0
+    assert torch.isfinite(s.grad).all()
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in LISTWISE], ids=_ids)
+def test_long_list_matches_reference(device, case):
+    name, opts = case
+    _compare(device, name, opts, [2000, 3], rtol=1e-8, seed=1)
+
+
+@pytest.mark.parametrize("k", [None, 5])
+def test_chunked_long_list_matches_reference(device, k):
+    # 2900 items: 4.2e6 pairs, more than one chunk of rows on the CPU
+    _compare(device, "approx_ndcg_loss", {"k": k}, [2900], rtol=1e-8, weights=False)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_float32_matches_float64_reference(device, case):
+    name, opts = case
+    lengths = [1, 5, 30, 120, 0, 300]
+    s, y, off = random_batch(lengths, dtype=torch.float32, device=device)
+    s1 = s.clone().requires_grad_()
+    got = getattr(rankops, name)(s1, y, offsets=off, reduction="sum", **opts)
+    got.backward()
+    s2 = s.double().requires_grad_()
+    want = getattr(reference, name)(s2, y, offsets=off, reduction="sum", **opts)
+    want.backward()
+    assert got.dtype == torch.float32 and s1.grad.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=2e-5, atol=1e-5)
+    torch.testing.assert_close(s1.grad.double(), s2.grad, rtol=1e-4, atol=1e-5 * s2.grad.abs().max().item())
+
+
+# --------------------------------------------------------------------------------------
+# Reductions, edge cases, layouts.
+
+@pytest.mark.parametrize("name", ALL)
+def test_reductions(device, name):
+    s, y, off = random_batch([4, 0, 6, 1], device=device)
+    fn = getattr(rankops, name)
+    per_list = fn(s, y, offsets=off, reduction="none")
+    assert per_list.shape == (4,) and per_list[1].item() == 0.0
+    total = fn(s, y, offsets=off, reduction="sum")
+    mean = fn(s, y, offsets=off)
+    torch.testing.assert_close(total, per_list.sum())
+    denominator = 3 if name in LISTWISE else 11  # non-empty lists / items
+    torch.testing.assert_close(mean, total / denominator)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("lengths", [[], [0], [0, 0, 1], [1]])
+def test_empty_and_single_lists_give_zero_not_nan(device, name, lengths):
+    s, y, off = random_batch(lengths, device=device)
+    s.requires_grad_()
+    fn = getattr(rankops, name)
+    for reduction in ("mean", "sum"):
+        loss = fn(s, y, offsets=off, reduction=reduction)
+        assert torch.isfinite(loss)
+        if name in LISTWISE:
+            assert loss.item() == 0.0  # DESIGN §3, also for ApproxNDCG's single relevant item
+        loss.backward()
+        assert torch.isfinite(s.grad).all()
+        if name in LISTWISE:
+            assert torch.count_nonzero(s.grad) == 0
+    assert fn(s, y, offsets=off, reduction="none").shape == (len(lengths),)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_layouts_agree(device, case):
+    name, opts = case
+    lengths = torch.tensor([3, 0, 5, 1, 4], device=device)
+    s, y, off = random_batch(lengths.tolist(), device=device)
+    w = torch.rand_like(s) + 0.5
+    fn = getattr(rankops, name)
+    opts = dict(opts, reduction="none")
+    packed = fn(s, y, offsets=off, weights=w, **opts)
+    by_lengths = fn(s, y, lengths=lengths, weights=w, **opts)
+    ids = torch.repeat_interleave(torch.tensor([10, 11, 12, 13, 14], device=device), lengths)
+    by_ids = fn(s, y, group_ids=ids, weights=w, **opts)
+    S, mask = rankops.segments.unpack(s, off, fill=123.0)
+    Y, _ = rankops.segments.unpack(y, off, fill=-5.0)  # padding values must not matter
+    W, _ = rankops.segments.unpack(w, off)
+    padded_mask = fn(S, Y.abs(), mask=mask, weights=W, **opts)
+    padded_len = fn(S, Y.abs(), lengths=lengths, weights=W, **opts)
+    one_by_one = torch.stack([
+        fn(s[a:b], y[a:b], weights=w[a:b], **opts)[0]
+        for a, b in zip(off[:-1].tolist(), off[1:].tolist())
+    ])
+    exact = name in LISTWISE  # pointwise per-list sums are prefix-sum differences
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-12, atol=1e-12)
+    for other in (by_lengths, padded_mask, padded_len, one_by_one):
+        torch.testing.assert_close(other, packed, **tol)
+    torch.testing.assert_close(by_ids, packed[lengths > 0], **tol)
+    # scalar reductions too, and gradients reach only valid padded items
+    S_req = S.clone().requires_grad_()
+    mean_padded = fn(S_req, Y.abs(), mask=mask, weights=W, **dict(opts, reduction="mean"))
+    torch.testing.assert_close(mean_padded, fn(s, y, offsets=off, weights=w, **dict(opts, reduction="mean")),
+                               rtol=1e-12, atol=1e-12)
+    mean_padded.backward()
+    assert S_req.grad[~mask].abs().sum().item() == 0.0
+
+
+def test_listmle_exact_gradient_with_tied_scores(device):
+    # All scores equal: L_k = c + log(n - k), so d loss / d s_{pi_j} = sum_{k<=j} w_k / (n-k) - w_j
+    # exactly; a max-shift that leaks into the gradient gets this wrong.
+    n, c = 6, 3.25
+    w = [1.0, 0.5, 2.0, 1.5, 1.0, 0.25]
+    y = torch.tensor([5.0, 4, 3, 2, 1, 0], dtype=torch.float64, device=device)
+    for dtype in (torch.float64, torch.float32):
+        s = torch.full((n,), c, dtype=dtype, device=device, requires_grad=True)
+        loss = rankops.listmle_loss(s, y, weights=torch.tensor(w, device=device), reduction="sum")
+        loss.backward()
+        want = [sum(w[k] / (n - k) for k in range(j + 1)) - w[j] for j in range(n)]
+        want_loss = sum(w[k] * math.log(n - k) for k in range(n))
+        tol = 1e-12 if dtype == torch.float64 else 1e-6
+        assert loss.item() == pytest.approx(want_loss, rel=tol)
+        assert s.grad.tolist() == pytest.approx(want, abs=tol)
+    # ties among some scores only, vs the reference
+    _compare(device, "listmle_loss", {}, [6, 9, 12], ties=True, seed=5)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_huge_score_gaps_stay_finite(device, case, dtype):
+    name, opts = case
+    s = torch.tensor([1e4, -1e4, 0.0, 5e3, -5e3, 1e4], device=device).to(dtype).requires_grad_()
+    y = torch.tensor([0.0, 3.0, 1.0, 2.0, 4.0, 1.0], device=device)
+    loss = getattr(rankops, name)(s, y, reduction="sum", **opts)
+    loss.backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(s.grad.float()).all()
+    if dtype == torch.float64:
+        ref = getattr(reference, name)(s.detach(), y, reduction="sum", **opts)
+        torch.testing.assert_close(loss, ref)
+
+
+@pytest.mark.parametrize("name", LISTWISE)
+def test_deterministic_and_thread_count_independent(name):
+    s, y, off = random_batch([2900, 40, 700, 3], dtype=torch.float32)
+    s.requires_grad_()
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2, 1, 2):
+            torch.set_num_threads(n)
+            s.grad = None
+            loss = getattr(rankops, name)(s, y, offsets=off, reduction="none")
+            loss.sum().backward()
+            results.append((loss.detach().clone(), s.grad.clone()))
+    finally:
+        torch.set_num_threads(threads)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_no_worse_than_reference(device, case, dtype):
+    name, opts = case
+    s64, y, off = random_batch([20, 50, 7, 100], device=device)
+    s_low = s64.to(dtype)
+    truth = getattr(reference, name)(s_low.double(), y, offsets=off, reduction="none", **opts)
+    got = getattr(rankops, name)(s_low, y, offsets=off, reduction="none", **opts)
+    ref_low = getattr(reference, name)(s_low, y.to(dtype), offsets=off, reduction="none", **opts)
+    err_got = (got.double() - truth).abs().max().item()
+    err_ref = (ref_low.double() - truth).abs().max().item()
+    assert got.dtype == torch.float32
+    assert err_got <= err_ref + 1e-4 * truth.abs().max().item()
+    s_req = s_low.clone().requires_grad_()
+    getattr(rankops, name)(s_req, y, offsets=off, **opts).backward()
+    assert s_req.grad.dtype == dtype and torch.isfinite(s_req.grad.float()).all()
+
+
+# --------------------------------------------------------------------------------------
+# Gradients and registration.
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_gradcheck(device, case):
+    name, opts = case
+    s, y, off, w = random_batch([4, 0, 7, 1, 5], device=device, weights=True, seed=2)
+    s = (s * 3).requires_grad_()
+    if opts.get("k") is not None:  # keep every smooth rank away from the hard cut at k
+        ranks = _smooth_ranks(s.detach(), off, opts.get("temperature", 1.0))
+        assert (ranks - opts["k"]).abs().min().item() > 1e-3
+
+    def f(x):
+        return getattr(rankops, name)(x, y, offsets=off, weights=w, reduction="none", **opts)
+
+    assert torch.autograd.gradcheck(f, (s,), eps=1e-6, atol=1e-7)
+
+
+def _smooth_ranks(s, off, T):
+    out = []
+    for a, b in zip(off[:-1].tolist(), off[1:].tolist()):
+        x = s[a:b]
+        sig = torch.sigmoid((x[None, :] - x[:, None]) / T)
+        out.append(0.5 + sig.sum(1))  # 1 + sum_{j != i}: the diagonal adds sigmoid(0) = 0.5
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck(device, requires_grad, dtype):
+    s, y, off, w = random_batch([3, 0, 6, 1], device=device, dtype=dtype, weights=True)
+    s.requires_grad_(requires_grad)
+    ops = torch.ops.rankops
+    torch.library.opcheck(ops.softmax_loss.default, (s, y, off, w, False, requires_grad))
+    torch.library.opcheck(ops.softmax_loss.default, (s, y, off, None, True, requires_grad))
+    torch.library.opcheck(ops.listmle_loss.default, (s, y, off, w, requires_grad))
+    torch.library.opcheck(ops.listmle_loss.default, (s, y, off, None, requires_grad))
+    torch.library.opcheck(ops.approx_ndcg_loss.default, (s, y, off, w, 1.0, None, "exp2", requires_grad))
+    torch.library.opcheck(ops.approx_ndcg_loss.default, (s, y, off, None, 0.5, 2, "linear", requires_grad))
+    grad = torch.rand(4, dtype=dtype, device=device)
+    item = torch.rand(10, dtype=dtype, device=device)
+    for name in ("softmax_loss_backward", "listmle_loss_backward", "approx_ndcg_loss_backward"):
+        torch.library.opcheck(getattr(ops, name).default, (grad, item, off))
+
+
+def test_torch_compile_fullgraph_model_and_loss(device):
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).to(device)
+    x = torch.randn(20, 6, device=device)
+    y = torch.randint(0, 3, (20,), device=device).float()
+    off = torch.tensor([0, 5, 5, 12, 20], device=device)
+    X = torch.randn(3, 7, 6, device=device)
+    Y = torch.randint(0, 3, (3, 7), device=device).float()
+    lengths = torch.tensor([7, 2, 5], device=device)
+    combined = rankops.nn.CombinedLoss({"lambdarank": 1.0, "softmax": 0.5, "mse": 0.1}, k=5)
+
+    def step(x, y, off, X, Y, lengths):
+        s = model(x).squeeze(-1)
+        S = model(X).squeeze(-1)
+        return (rankops.softmax_loss(s, y, offsets=off)
+                + rankops.listmle_loss(S, Y, lengths=lengths)
+                + rankops.approx_ndcg_loss(s, y, offsets=off, k=4, temperature=0.5)
+                + rankops.sigmoid_loss(S, Y, lengths=lengths)
+                + combined(S, Y, lengths=lengths))
+
+    compiled = torch.compile(step, fullgraph=True)
+    eager = step(x, y, off, X, Y, lengths)
+    got = compiled(x, y, off, X, Y, lengths)
+    torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-6)
+    got.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    eager.backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_double_backward_is_a_clear_error(device):
+    s, y, off = random_batch([5, 6], device=device)
+    s.requires_grad_()
+    for name in LISTWISE:
+        loss = getattr(rankops, name)(s, y, offsets=off)
+        (g,) = torch.autograd.grad(loss, s, create_graph=True)
+        with pytest.raises(RuntimeError, match="double backward"):
+            g.sum().backward()
+
+
+def test_no_grad_skips_the_gradient(device):
+    s, y, off = random_batch([5, 6], device=device)
+    for name in LISTWISE:
+        with torch.no_grad():
+            a = getattr(rankops, name)(s.clone().requires_grad_(), y, offsets=off)
+        assert not a.requires_grad and torch.equal(a, getattr(rankops, name)(s, y, offsets=off))
+
+
+# --------------------------------------------------------------------------------------
+# Bad input: clear errors that name the argument.
+
+def _ok():
+    return torch.randn(6), torch.tensor([0.0, 1, 2, 0, 1, 0]), torch.tensor([0, 3, 6])
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (dict(offsets=torch.tensor([0, 3, 6], dtype=torch.int32)), TypeError, "offsets must be int64"),
+        (dict(offsets=torch.tensor([0, 3, 5])), ValueError, "offsets must end at N = 6"),
+        (dict(labels=torch.tensor([0.0, -1, 2, 0, 1, 0])), ValueError, "labels must be >= 0"),
+        (dict(scores=torch.arange(6)), TypeError, "scores must be a floating tensor"),
+        (dict(weights=torch.ones(5)), ValueError, "weights must have the shape of scores"),
+        (dict(reduction="avg"), ValueError, "reduction must be one of"),
+    ],
+)
+def test_bad_input(name, change, error, match):
+    s, y, off = _ok()
+    kwargs = dict(scores=s, labels=y, offsets=off)
+    kwargs.update(change)
+    with pytest.raises(error, match=match):
+        getattr(rankops, name)(kwargs.pop("scores"), kwargs.pop("labels"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "name, opts, error, match",
+    [
+        ("approx_ndcg_loss", dict(temperature=0.0), ValueError, "temperature must be > 0"),
+        ("approx_ndcg_loss", dict(temperature="hot"), TypeError, "temperature must be a number"),
+        ("approx_ndcg_loss", dict(k=0), ValueError, "k must be >= 1"),
+        ("approx_ndcg_loss", dict(k=1.5), TypeError, "k must be an int"),
+        ("approx_ndcg_loss", dict(gain="log"), ValueError, "gain must be one of"),
+        ("softmax_loss", dict(label_norm="yes"), TypeError, "label_norm must be a bool"),
+    ],
+)
+def test_bad_options(name, opts, error, match):
+    s, y, off = _ok()
+    with pytest.raises(error, match=match):
+        getattr(rankops, name)(s, y, offsets=off, **opts)
+
+
+def test_direct_op_call_checks_in_cpp():
+    s, y, _ = _ok()
+    with pytest.raises(RuntimeError, match="offsets must end at N"):
+        torch.ops.rankops.softmax_loss(s, y, torch.tensor([0, 3, 5]), None, False, False)
+    with pytest.raises(RuntimeError, match="temperature must be > 0"):
+        torch.ops.rankops.approx_ndcg_loss(s, y, torch.tensor([0, 6]), None, -1.0, None, "exp2", False)
+    with pytest.raises(RuntimeError, match="gain must be"):
+        torch.ops.rankops.approx_ndcg_loss(s, y, torch.tensor([0, 6]), None, 1.0, None, "x", False)
+
+
+# --------------------------------------------------------------------------------------
+# nn wrappers and CombinedLoss.
+
+def test_nn_modules_match_functions(device):
+    s, y, off = random_batch([4, 7], device=device)
+    nn = rankops.nn
+    pairs = [(nn.SoftmaxLoss(label_norm=True), rankops.softmax_loss, dict(label_norm=True)),
+             (nn.ListMLELoss(), rankops.listmle_loss, {}),
+             (nn.ApproxNDCGLoss(k=3, temperature=0.5), rankops.approx_ndcg_loss, dict(k=3, temperature=0.5)),
+             (nn.SigmoidLoss(reduction="sum"), rankops.sigmoid_loss, dict(reduction="sum")),
+             (nn.MSELoss(), rankops.mse_loss, {})]
+    for module, fn, opts in pairs:
+        assert torch.equal(module(s, y, offsets=off), fn(s, y, offsets=off, **opts))
+    assert "temperature=0.5" in repr(nn.ApproxNDCGLoss(temperature=0.5))
+
+
+FUNCTIONALS = {
+    "ranknet": rankops.ranknet_loss, "hinge": rankops.pairwise_hinge_loss,
+    "soft_zero_one": rankops.pairwise_soft_zero_one_loss, "lambdarank": rankops.lambdarank_loss,
+    "ndcg2": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2", **kw),
+    "ndcg2pp": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2pp", **kw),
+    "softmax": rankops.softmax_loss, "listmle": rankops.listmle_loss,
+    "approx_ndcg": rankops.approx_ndcg_loss, "sigmoid": rankops.sigmoid_loss, "mse": rankops.mse_loss,
+}
+TAKES_K = {"lambdarank", "ndcg2", "ndcg2pp", "approx_ndcg"}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_combined_loss_is_the_weighted_sum(device, reduction, padded):
+    s, y, off, w = random_batch([5, 0, 9, 1, 12], device=device, weights=True)
+    if padded:
+        S, mask = rankops.segments.unpack(s, off)
+        Y, _ = rankops.segments.unpack(y, off)
+        W, _ = rankops.segments.unpack(w, off)
+        inputs, layout = (S, Y), dict(mask=mask, weights=W)
+    else:
+        inputs, layout = (s, y), dict(offsets=off, weights=w)
+    weights = {name: 0.5 + i / 10 for i, name in enumerate(FUNCTIONALS)}
+    combined = rankops.nn.CombinedLoss(
+        {**weights, "softmax": (weights["softmax"], {"label_norm": True})},
+        k=4, sigma=1.5, temperature=0.7, reduction=reduction)
+    x1 = inputs[0].clone().requires_grad_()
+    got = combined(x1, inputs[1], **layout)
+    got.sum().backward()
+    x2 = inputs[0].clone().requires_grad_()
+    want = 0
+    for name, fn in FUNCTIONALS.items():
+        opts = {"reduction": reduction}
+        if name in TAKES_K:
+            opts["k"] = 4
+        if name in ("ranknet", "soft_zero_one", "lambdarank", "ndcg2", "ndcg2pp"):
+            opts["sigma"] = 1.5
+        if name == "approx_ndcg":
+            opts["temperature"] = 0.7
+        if name == "softmax":
+            opts["label_norm"] = True
+        want = want + weights[name] * fn(x2, inputs[1], **layout, **opts)
+    want.sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
+    assert "lambdarank" in repr(combined)
+
+
+def test_combined_loss_bad_arguments():
+    with pytest.raises(ValueError, match="unknown loss 'listnet'"):
+        rankops.nn.CombinedLoss({"listnet": 1.0})
+    with pytest.raises(TypeError, match="no loss .* takes option"):
+        rankops.nn.CombinedLoss({"softmax": 1.0}, temperature=2.0)
+    with pytest.raises(TypeError, match="does not take option"):
+        rankops.nn.CombinedLoss({"listmle": (1.0, {"k": 3})})
+    with pytest.raises(TypeError, match="weight of 'mse' must be a number"):
+        rankops.nn.CombinedLoss({"mse": "1"})
+    with pytest.raises(TypeError, match="non-empty dict"):
+        rankops.nn.CombinedLoss({})
+    s, y, off = _ok()
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        rankops.nn.CombinedLoss({"approx_ndcg": 1.0}, temperature=-1.0)(s, y, offsets=off)
+
+
+# --------------------------------------------------------------------------------------
+# CUDA: agreement with the CPU kernels and run-to-run determinism (skipped without a GPU).
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and rankops.build_info()["cuda"]),
+                    reason="needs a GPU and a CUDA build")
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in LISTWISE], ids=_ids)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_matches_cpu_and_is_deterministic(case, dtype):
+    name, opts = case
+    lengths = EDGE_LENGTHS + [1000, 4100, 1, 0]
+    s, y, off, w = random_batch(lengths, dtype=dtype, weights=True, ties=True, seed=7)
+    fn = getattr(rankops, name)
+    s_cpu = s.clone().requires_grad_()
+    want = fn(s_cpu, y, offsets=off, weights=w, reduction="none", **opts)
+    want.sum().backward()
+    runs = []
+    for _ in range(2):
+        s_gpu = s.cuda().requires_grad_()
+        got = fn(s_gpu, y.cuda(), offsets=off.cuda(), weights=w.cuda(), reduction="none", **opts)
+        got.sum().backward()
+        runs.append((got.detach().cpu(), s_gpu.grad.cpu()))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(runs[0][0], want.detach(), **tol)
+    torch.testing.assert_close(runs[0][1], s_cpu.grad, **tol)
+
+
+def test_approx_ndcg_single_relevant_item_gives_zero(device):
+    # DESIGN §3: single-item lists give 0, also where -NDCG would be the constant -1.
+    s = torch.tensor([0.3, 1.0, -2.0], dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.tensor([3.0, 2.0, 0.0], dtype=torch.float64, device=device)
+    off = torch.tensor([0, 1, 3], device=device)
+    per_list = rankops.approx_ndcg_loss(s, y, offsets=off, reduction="none")
+    assert per_list[0].item() == 0.0 and per_list[1].item() < 0.0
+    ref = rankops.reference.approx_ndcg_loss(s, y, offsets=off, reduction="none")
+    torch.testing.assert_close(per_list, ref)
