@@ -53,11 +53,11 @@ class RankingData:
 
 
 # grade cut points: about 55% / 22% / 12% / 7% / 4% of documents in grades 0..4
-_GRADE_CUTS = [0.3, 1.85, 3.1, 4.4]
+_GRADE_CUTS = [0.4, 2.0, 3.3, 4.7]
 
 
-def synthetic(num_queries: int = 600, num_features: int = 32, *, median_length: int = 24,
-              max_length: int = 300, seed: int = 0) -> RankingData:
+def synthetic(num_queries: int = 1500, num_features: int = 32, *, median_length: int = 40,
+              max_length: int = 600, noise: float = 1.0, seed: int = 0) -> RankingData:
     """A deterministic synthetic learning-to-rank set.
 
     Each query has a heavy-tailed (log-normal) number of documents. Features are Gaussian
@@ -79,7 +79,7 @@ def synthetic(num_queries: int = 600, num_features: int = 32, *, median_length: 
     w2 = torch.randn(16, generator=teacher)
     difficulty = torch.randn(num_queries, generator=g) * 0.7
     relevance = torch.tanh(x @ w1) @ w2 + 0.6 * x[:, 0] - difficulty[query_of]
-    relevance = relevance + 0.5 * torch.randn(n, generator=g)
+    relevance = relevance + noise * torch.randn(n, generator=g)
     labels = torch.bucketize(relevance, torch.tensor(_GRADE_CUTS)).to(torch.float32)
     return RankingData(x.float(), labels, offsets)
 

@@ -61,7 +61,7 @@ def test_load_real_files():
 def _run_demo(tmp_path, name, launcher):
     out = tmp_path / name
     cmd = launcher + ["-m", "rankops.demo", "--losses", "ranknet,lambdarank", "--epochs", "4",
-                      "--queries", "200", "--reference-epochs", "1", "--out", str(out)]
+                      "--queries", "200", "--reference-steps", "2", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
