@@ -38,7 +38,9 @@ LOSSES: Dict[str, tuple] = {
     "softmax": ("softmax (ListNet)", lambda m: m.softmax_loss),
     "listmle": ("ListMLE", lambda m: m.listmle_loss),
     "approx_ndcg": ("ApproxNDCG", lambda m: m.approx_ndcg_loss),
-    "combined": ("LambdaRank + softmax", lambda m: lambda s, y, **kw: m.lambdarank_loss(s, y, **kw) + m.softmax_loss(s, y, **kw)),
+    "combined": ("LambdaRank + softmax", lambda m: (
+        rankops.nn.CombinedLoss({"lambdarank": 1.0, "softmax": 1.0}) if m is rankops
+        else lambda s, y, **kw: m.lambdarank_loss(s, y, **kw) + m.softmax_loss(s, y, **kw))),
 }
 
 
@@ -242,9 +244,9 @@ def main(argv: List[str] | None = None):
     table = "\n".join(lines)
     note = (f"Test metrics{' (mean ± std over seeds ' + ', '.join(map(str, seeds)) + ')' if len(seeds) > 1 else ''}; "
             f"data: {source}; {args.epochs} epochs; {world} process(es); torch {torch.__version__}. "
-            f"s/epoch: median training epoch with the rankops kernels; with rankops.reference "
-            f"(the same loss in padded PyTorch), median step of {args.reference_steps} steps x "
-            f"steps per epoch.")
+            f"s/epoch: median training epoch with the rankops kernels"
+            + (f"; with rankops.reference (the same loss in padded PyTorch), median of "
+               f"{args.reference_steps} timed steps x steps per epoch." if args.reference_steps else "."))
     print("\n" + table + "\n\n" + note)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
