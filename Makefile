@@ -41,7 +41,9 @@ demo: build
 	$(PY) -m rankops.demo --out demo_out
 
 bench: build
-	$(PY) benchmarks/bench_pairwise.py --out benchmarks/results_cpu_pairwise.md
+	$(PY) benchmarks/bench_pairwise.py
+	$(PY) benchmarks/bench_listwise.py
+	$(PY) benchmarks/bench_metrics.py
 
 clean:
 	rm -rf build dist *.egg-info rankops/_C*.so rankops/.build-stamp

@@ -15,7 +15,7 @@ default costs the same).
 
     python benchmarks/bench_metrics.py                      # 10,000 web-like queries
     python benchmarks/bench_metrics.py --queries 500 --repeats 3
-    python benchmarks/bench_metrics.py --out benchmarks/results_cpu_metrics.md
+    python benchmarks/bench_metrics.py --out /tmp/bench_metrics.md   # tables go to RESULTS.md
 """
 from __future__ import annotations
 
