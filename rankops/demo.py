@@ -263,6 +263,7 @@ def main(argv: List[str] | None = None):
 def _plot(curves, results, path):
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -272,6 +273,7 @@ def _plot(curves, results, path):
     for name, curve in curves.items():
         if curve:
             ax.plot(range(1, len(curve) + 1), curve, label=results[name]["label"])
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation NDCG@10")
     ax.grid(alpha=0.3)
