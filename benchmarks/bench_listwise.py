@@ -129,7 +129,7 @@ def main():
         batch = common.make_batch(lengths, device=device)
         if shape != last_shape:  # the pointwise floor, once per shape
             last_shape = shape
-            t_floor = common.time_fn(lambda: floor_once(batch), device, repeats=a.repeats)
+            t_floor = common.time_fn(lambda batch=batch: floor_once(batch), device, repeats=a.repeats)
             row = (f"| {shape} | floor: (s*s).sum() | {sum(lengths):.3g} items | {common.fmt_time(t_floor)} | "
                    f"{sum(lengths) / t_floor:.3g} items/s | – | – | – | – | – |")
             print(row, flush=True)
@@ -147,20 +147,12 @@ def main():
             diff = f"{rel:.1e}"
             del got, want
         reps = a.repeats if amount < 5e9 else 3
-        t_ops = common.time_fn(lambda: run_once("rankops", batch, loss), device, repeats=reps)
-        t_ref = common.time_fn(lambda: run_once("reference", batch, loss), device,
-                               repeats=max(3, reps // 2)) if fits else None
-        m_ops = m_ref = None
-        if not a.no_memory:
-            if torch.device(device).type == "cuda":
-                m_ops = common.peak_extra_bytes_cuda(lambda: run_once("rankops", batch, loss), device)
-                m_ref = common.peak_extra_bytes_cuda(lambda: run_once("reference", batch, loss), device) if fits else None
-            else:
-                args = dict(lengths=lengths, loss=loss, device=device)
-                if a.threads:
-                    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the memory child's threads
-                m_ops, _ = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="rankops"))
-                m_ref = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="reference"))[0] if fits else None
+        if a.threads and not a.no_memory:
+            os.environ["OMP_NUM_THREADS"] = str(a.threads)  # the memory child's threads
+        t_ops, t_ref, m_ops, m_ref = common.time_and_memory(
+            lambda impl, batch=batch: run_once(impl, batch, loss), device, fits=fits, repeats=reps,
+            script=__file__, child_args=dict(lengths=lengths, loss=loss, device=device),
+            memory=not a.no_memory)
         ref_t = common.fmt_time(t_ref) if fits else f"does not fit (needs ~{common.fmt_bytes(need)})"
         speed = f"{t_ref / t_ops:.1f}x" if fits else "–"
         row = (f"| {shape} | {loss} | {amount:.3g} {unit} | {common.fmt_time(t_ops)} | "

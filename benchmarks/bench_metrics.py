@@ -28,7 +28,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-import rankops  # noqa: E402
 from rankops import reference  # noqa: E402
 from rankops.metrics import evaluate  # noqa: E402
 

@@ -127,16 +127,9 @@ def main():
             diff = f"{rel:.1e}"
             del got, want
         reps = a.repeats if pairs < 5e9 else 3
-        t_ops = common.time_fn(lambda: run_once("rankops", batch, opts), device, repeats=reps)
-        t_ref = common.time_fn(lambda: run_once("reference", batch, opts), device,
-                               repeats=max(3, reps // 2)) if fits else None
-        if torch.device(device).type == "cuda":
-            m_ops = common.peak_extra_bytes_cuda(lambda: run_once("rankops", batch, opts), device)
-            m_ref = common.peak_extra_bytes_cuda(lambda: run_once("reference", batch, opts), device) if fits else None
-        else:
-            args = dict(lengths=lengths, loss=loss, device=device)
-            m_ops, _ = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="rankops"))
-            m_ref = common.peak_extra_bytes_cpu_subprocess(__file__, dict(args, impl="reference"))[0] if fits else None
+        t_ops, t_ref, m_ops, m_ref = common.time_and_memory(
+            lambda impl, batch=batch: run_once(impl, batch, opts), device, fits=fits, repeats=reps,
+            script=__file__, child_args=dict(lengths=lengths, loss=loss, device=device))
         ref_t = common.fmt_time(t_ref) if fits else f"does not fit (needs ~{common.fmt_bytes(need)})"
         speed = f"{t_ref / t_ops:.1f}x" if fits else "–"
         row = (f"| {shape} | {loss} | {pairs:.3g} | {common.fmt_time(t_ops)} | {pairs / t_ops:.3g} | "

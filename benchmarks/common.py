@@ -112,6 +112,25 @@ def peak_extra_bytes_cpu_subprocess(script, args):
     return int(out.stdout.strip().splitlines()[-1]), None
 
 
+def time_and_memory(run, device, *, fits, repeats, script, child_args, memory=True):
+    """Times ``run("rankops")`` and, when the reference fits, ``run("reference")``, then
+    measures each one's peak extra memory (CUDA allocator stats, or a fresh child process
+    ``script --measure-memory`` on CPU). Returns (t_ops, t_ref, m_ops, m_ref); None where
+    not measured."""
+    t_ops = time_fn(lambda: run("rankops"), device, repeats=repeats)
+    t_ref = time_fn(lambda: run("reference"), device, repeats=max(3, repeats // 2)) if fits else None
+    m_ops = m_ref = None
+    if memory:
+        if torch.device(device).type == "cuda":
+            m_ops = peak_extra_bytes_cuda(lambda: run("rankops"), device)
+            m_ref = peak_extra_bytes_cuda(lambda: run("reference"), device) if fits else None
+        else:
+            m_ops = peak_extra_bytes_cpu_subprocess(script, dict(child_args, impl="rankops"))[0]
+            if fits:
+                m_ref = peak_extra_bytes_cpu_subprocess(script, dict(child_args, impl="reference"))[0]
+    return t_ops, t_ref, m_ops, m_ref
+
+
 def fmt_bytes(b):
     if b is None:
         return "–"

@@ -1,7 +1,7 @@
 """rankops: learning-to-rank losses and metrics for PyTorch, with C++/CUDA kernels over
 packed, variable-length lists. See README.md and DESIGN (docs/) for the semantics."""
 from . import _ops  # loads rankops._C first, then fake kernels and autograd
-from . import _metrics_ops  # fake kernel of the metrics op
+from . import _metrics_ops  # noqa: F401  (fake kernel of the metrics op)
 from . import metrics, nn, reference, segments
 from .losses import (
     lambdaloss,

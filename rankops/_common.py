@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 PAIR_FNS = ("logistic", "hinge", "soft_zero_one")

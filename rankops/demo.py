@@ -16,7 +16,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List
 

@@ -1,7 +1,6 @@
 """Ranking metrics: hand cases, conventions, layouts, reference agreement, pytrec_eval and
 scikit-learn agreement, the streaming accumulator (also under torch.distributed)."""
 import math
-import os
 import socket
 
 import pytest
