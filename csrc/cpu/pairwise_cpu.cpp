@@ -48,14 +48,18 @@ T pair_rows(const T* s, const T* y, const T* w, const T* gain, const T* disc,
     const T wi = w[i];
     T row_grad = 0;
     T row_loss = 0;
+    // Start at i+1 rounded down to a multiple of 8, masking the lanes j <= i: short rows
+    // then run as whole vectors instead of a scalar remainder loop (3-4x on lists of ~16).
+    const int64_t j0 = (i + 1) & ~int64_t(7);
 #pragma omp simd reduction(+ : row_grad, row_loss)
-    for (int64_t j = i + 1; j < n; ++j) {
+    for (int64_t j = j0; j < n; ++j) {
       const T dy = a.label - y[j];
       const T m = T(dy > T(0)) - T(dy < T(0));  // +1: i above j, -1: j above i, 0: tie
       const T w_hi = dy > T(0) ? wi : w[j];
       const PairItem<T> b{y[j], kUsesGain ? gain[j] : T(0), kUsesGain ? disc[j] : T(0)};
+      // delta_disc is readable down to index -8 (zero padding) for the masked lanes
       const T lam = pair_weight_of<W>(a, b, kUsesDelta ? delta_disc[j - i] : T(0), inv_idcg, mu);
-      const T c = w_hi * lam * m * m;
+      const T c = w_hi * lam * m * m * T(j > i);
       T value, slope;
       pair_fn_value_slope<F>(m * (si - s[j]), sigma, margin, value, slope);
       row_loss += c * value;
@@ -96,7 +100,9 @@ void pairwise_loss_kernel(const at::Tensor& scores, const at::Tensor& labels,
   for (int64_t b = 0; b < B; ++b) max_n = std::max(max_n, off[b + 1] - off[b]);
 
   // D(r) for 0-based rank r and the ndcg2 term D(d) - D(d+1) for rank distance d.
-  std::vector<T> disc_table(max_n + 1, T(0)), delta_table(max_n + 1, T(0));
+  // (delta_table is read at rank distances -7..-1 by masked vector lanes: 8 zeros of padding.)
+  std::vector<T> disc_table(max_n + 1, T(0)), delta_storage(max_n + 1 + 8, T(0));
+  T* delta_table = delta_storage.data() + 8;
   if (use_ndcg) {
     for (int64_t r = 0; r <= max_n; ++r) disc_table[r] = T(1.0 / std::log2(2.0 + r));
     for (int64_t d = 1; d <= max_n; ++d)
@@ -212,7 +218,7 @@ void pairwise_loss_kernel(const at::Tensor& scores, const at::Tensor& labels,
         task_loss[t] = pair_rows<F, W, T>(
             rs.data() + start, ry.data() + start, rw.data() + start,
             use_ndcg ? rgain.data() + start : nullptr, use_ndcg ? rdisc.data() + start : nullptr,
-            delta_table.data(), n, task.row_begin, task.row_end, sigma, margin, mu,
+            delta_table, n, task.row_begin, task.row_end, sigma, margin, mu,
             inv_idcg[task.list], task.grad);
       }
     });
