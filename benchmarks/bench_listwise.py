@@ -153,11 +153,7 @@ def main():
             lambda impl, batch=batch: run_once(impl, batch, loss), device, fits=fits, repeats=reps,
             script=__file__, child_args=dict(lengths=lengths, loss=loss, device=device),
             memory=not a.no_memory)
-        ref_t = common.fmt_time(t_ref) if fits else f"does not fit (needs ~{common.fmt_bytes(need)})"
-        speed = f"{t_ref / t_ops:.1f}x" if fits else "–"
-        row = (f"| {shape} | {loss} | {amount:.3g} {unit} | {common.fmt_time(t_ops)} | "
-               f"{amount / t_ops:.3g} {unit}/s | {common.fmt_bytes(m_ops)} | {ref_t} | "
-               f"{common.fmt_bytes(m_ref) if fits else '–'} | {speed} | {diff} |")
+        row = common.result_row(shape, loss, amount, unit, t_ops, t_ref, m_ops, m_ref, fits, need, diff)
         print(row, flush=True)
         lines.append(row)
         del batch

@@ -130,11 +130,7 @@ def main():
         t_ops, t_ref, m_ops, m_ref = common.time_and_memory(
             lambda impl, batch=batch: run_once(impl, batch, opts), device, fits=fits, repeats=reps,
             script=__file__, child_args=dict(lengths=lengths, loss=loss, device=device))
-        ref_t = common.fmt_time(t_ref) if fits else f"does not fit (needs ~{common.fmt_bytes(need)})"
-        speed = f"{t_ref / t_ops:.1f}x" if fits else "–"
-        row = (f"| {shape} | {loss} | {pairs:.3g} | {common.fmt_time(t_ops)} | {pairs / t_ops:.3g} | "
-               f"{common.fmt_bytes(m_ops)} | {ref_t} | {common.fmt_bytes(m_ref) if fits else '–'} | "
-               f"{speed} | {diff} |")
+        row = common.result_row(shape, loss, pairs, "", t_ops, t_ref, m_ops, m_ref, fits, need, diff)
         print(row, flush=True)
         lines.append(row)
         del batch

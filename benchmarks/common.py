@@ -131,6 +131,16 @@ def time_and_memory(run, device, *, fits, repeats, script, child_args, memory=Tr
     return t_ops, t_ref, m_ops, m_ref
 
 
+def result_row(shape, loss, amount, unit, t_ops, t_ref, m_ops, m_ref, fits, need, diff):
+    """One Markdown row of the kernel-vs-reference tables; unit is "" for pairs."""
+    u = f" {unit}" if unit else ""
+    ref_t = fmt_time(t_ref) if fits else f"does not fit (needs ~{fmt_bytes(need)})"
+    speed = f"{t_ref / t_ops:.1f}x" if fits else "–"
+    return (f"| {shape} | {loss} | {amount:.3g}{u} | {fmt_time(t_ops)} | {amount / t_ops:.3g}"
+            f"{u + '/s' if unit else ''} | {fmt_bytes(m_ops)} | {ref_t} | "
+            f"{fmt_bytes(m_ref) if fits else '–'} | {speed} | {diff} |")
+
+
 def fmt_bytes(b):
     if b is None:
         return "–"
