@@ -230,9 +230,18 @@ def main(argv: List[str] | None = None):
         log(f"  {label:<24} NDCG@10 {_mean_std(rows['ndcg@10'])}  MAP {_mean_std(rows['map'])}  "
             f"{results[name]['seconds_per_epoch']:.3f} s/epoch")
 
-    if rank != 0:
-        torch.distributed.destroy_process_group() if distributed else None
-        return results
+    if rank == 0:
+        _report(args, results, curves, seeds, source, world)
+    if distributed:
+        # every rank leaves together: a rank that tears gloo down while another still
+        # uses the group can abort ("terminate called without an active exception")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return results
+
+
+def _report(args, results, curves, seeds, source, world):
+    """Prints the table and writes --out files (rank 0)."""
     header = ("| loss | NDCG@1 | NDCG@3 | NDCG@5 | NDCG@10 | MAP | MRR | s/epoch rankops | "
               "s/epoch reference |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
@@ -254,9 +263,6 @@ def main(argv: List[str] | None = None):
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump({"args": vars(args), "results": results, "curves": curves}, f, indent=1)
         _plot(curves, results, os.path.join(args.out, "ndcg_curve.png"))
-    if distributed:
-        torch.distributed.destroy_process_group()
-    return results
 
 
 def _plot(curves, results, path):
