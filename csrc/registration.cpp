@@ -47,6 +47,14 @@ TORCH_LIBRARY(rankops, m) {
       "bool compute_grad) -> (Tensor, Tensor, Tensor)");
   // grad_scores[i] = grad_loss[b] * item_grad[i] for item i of list b.
   m.def("pairwise_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
+  // Test hook: a path of the CUDA pairwise kernel ('block': csrc/common/pair_block_list.h,
+  // 'long': csrc/common/pair_long_path.h) emulated on the CPU with every list sent down
+  // that path; tile_width (long) 0 = the CUDA plan's choice; plan_only stops after choosing
+  // the width. Returns pairwise_loss's outputs (item_grad always) and the width used.
+  m.def(
+      "_pairwise_loss_emulated(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
+      "str pair_fn, str pair_weight, float sigma, float margin, int? k, float mu, str gain, "
+      "str path, int tile_width, bool plan_only) -> (Tensor, Tensor, Tensor, int)");
   // Ranking metrics (DESIGN §3 "Metrics"). Row j of both outputs is metric metrics[j]
   // ('ndcg', 'dcg', 'mrr', 'ap', 'precision', 'recall', 'err') at cut-off ks[j] (0: the
   // whole list), column b is list b: values [M, B] (accumulation dtype; 0 where

@@ -96,15 +96,50 @@ def test_cuda_low_precision_matches_cpu(dtype):
 @needs_cuda
 @pytest.mark.parametrize("weight", ["none", "ndcg", "ndcg2pp"])
 def test_cuda_score_ties_and_nan(weight):
-    s, y, w, off = make_batch([7, 32, 200, 4100], torch.float64, seed=4, ties=True)
-    s[3] = float("nan")  # NaN ranks last on both devices
-    s[10] = -0.0
-    s[11] = 0.0
+    s, y, w, off = make_batch([7, 32, 200, 4100, 5000], torch.float64, seed=4, ties=True)
+    long0 = 7 + 32 + 200  # first item of the first long list
+    for i in [3, long0 + 17, long0 + 4100 + 9]:  # NaN ranks last on both devices
+        s[i] = float("nan")
+    for i in [10, long0 + 50, long0 + 4100 + 70]:  # -0.0 ties with +0.0
+        s[i], s[i + 1] = -0.0, 0.0
     cpu = run("cpu", s, y, None, off, "hinge", weight, 3)
     out = run("cuda", s, y, None, off, "hinge", weight, 3)
     assert torch.equal(out[2].cpu(), cpu[2])
     torch.testing.assert_close(out[0].cpu(), cpu[0], rtol=1e-9, atol=1e-12, equal_nan=True)
     torch.testing.assert_close(out[1].cpu(), cpu[1], rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+@needs_cuda
+@pytest.mark.parametrize("weight", WEIGHTS)
+def test_cuda_long_lists_top_k_around_tile_width(weight):
+    # the narrowest tile width is 256: with k > 256 a tail row spans two column tiles
+    s, y, w, off = make_batch([5000, 10, 300, 7000], torch.float64, seed=9)
+    for k in [255, 256, 257, 300, 4999]:
+        cpu = run("cpu", s, y, w, off, "logistic", weight, k)
+        assert_close_to_cpu(run("cuda", s, y, w, off, "logistic", weight, k), cpu, rtol=1e-9)
+
+
+@needs_cuda
+@pytest.mark.parametrize("weight", ["none", "ndcg", "ndcg2pp"])
+@pytest.mark.parametrize("lengths", [[200_000], [3, 40, 200_000, 600]])
+def test_cuda_one_long_list_device_wide_sort(weight, lengths):
+    # one long list in the call: device-wide radix sorts instead of segmented sorts
+    s, y, w, off = make_batch(lengths, torch.float32, seed=10, ties=True)
+    for k in [10, 1000]:
+        cpu = run("cpu", s, y, w, off, "logistic", weight, k)
+        assert_close_to_cpu(run("cuda", s, y, w, off, "logistic", weight, k), cpu, rtol=2e-4)
+
+
+@needs_cuda
+@pytest.mark.parametrize("gain", ["exp2", "linear"])
+@pytest.mark.parametrize("sigma,margin,mu", [(0.5, 2.0, 0.0), (3.0, 0.1, 12.0)])
+def test_cuda_knobs_match_cpu(gain, sigma, margin, mu):
+    s, y, w, off = make_batch(LENGTHS, torch.float64, seed=11)
+    for fn in FNS:
+        for weight in ["label_diff", "ndcg", "ndcg2pp"]:
+            cpu = run("cpu", s, y, w, off, fn, weight, 7, sigma, margin, mu, gain)
+            out = run("cuda", s, y, w, off, fn, weight, 7, sigma, margin, mu, gain)
+            assert_close_to_cpu(out, cpu, rtol=1e-9)
 
 
 @needs_cuda
@@ -159,3 +194,12 @@ def test_cuda_empty_batch():
     loss, grad, pairs = ops.pairwise_loss(s, s, off, None, "logistic", "none", 1.0, 1.0, None, 5.0,
                                           "exp2", True)
     assert loss.numel() == 0 and grad.numel() == 0 and pairs.numel() == 0
+
+
+@needs_cuda
+def test_cuda_offsets_checked_on_empty_input():
+    s = torch.zeros(0, device="cuda")
+    for bad in [[1], [0, 1], [0, 0, 2]]:
+        with pytest.raises(RuntimeError, match="offsets"):
+            ops.pairwise_loss(s, s, torch.tensor(bad, device="cuda"), None, "logistic", "none",
+                              1.0, 1.0, None, 5.0, "exp2", True)

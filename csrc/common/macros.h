@@ -9,6 +9,14 @@
 #define RANKOPS_HD inline
 #endif
 
+// Before a RANKOPS_HD template that calls a device-only member of its template argument
+// (a CUDA block "team"): nvcc then checks the call only where it is instantiated.
+#if defined(__CUDACC__)
+#define RANKOPS_HD_TEMPLATE _Pragma("nv_exec_check_disable")
+#else
+#define RANKOPS_HD_TEMPLATE
+#endif
+
 #if defined(__CUDA_ARCH__)
 #define RANKOPS_DEVICE_PASS 1
 #else

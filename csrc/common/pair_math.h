@@ -6,6 +6,9 @@
 // phi is the pair function, lambda the pair weight (held constant: it depends on the
 // scores only through integer ranks), w_i the weight of the more relevant item.
 #pragma once
+#include <cmath>
+#include <cstdint>
+
 #include "fast_math.h"
 #include "macros.h"
 
@@ -19,6 +22,15 @@ enum class Gain : int { Exp2 = 0, Linear = 1 };
 RANKOPS_HD bool weight_uses_ndcg(PairWeight w) {
   return w == PairWeight::Ndcg || w == PairWeight::Ndcg2 || w == PairWeight::Ndcg2pp;
 }
+
+// What a pair weight reads, at compile time: ranks and the ideal DCG (ndcg family), and
+// the ndcg2 table of D(d) - D(d+1) by rank distance.
+template <PairWeight W>
+struct PairWeightTraits {
+  static constexpr bool kUsesNdcg =
+      W == PairWeight::Ndcg || W == PairWeight::Ndcg2 || W == PairWeight::Ndcg2pp;
+  static constexpr bool kUsesDelta = W == PairWeight::Ndcg2 || W == PairWeight::Ndcg2pp;
+};
 
 // phi(d) and dphi/dd for a score difference d = s_hi - s_lo.
 //   logistic:      phi = log(1 + exp(-sigma d))        phi' = -sigma * sigmoid(-sigma d)
@@ -58,6 +70,19 @@ RANKOPS_HD T gain_of(T y, Gain g) {
 template <typename T>
 RANKOPS_HD T discount_of(T rank) {
   return T(1) / T(std::log2(T(1) + rank));
+}
+
+// D(r + 1) for a 0-based rank r; 0 at or beyond a cut-off k (0: no cut-off).
+template <typename T>
+RANKOPS_HD T rank_discount(int64_t r, int64_t k) {
+  return (k == 0 || r < k) ? T(1.0 / std::log2(2.0 + static_cast<double>(r))) : T(0);
+}
+
+// The ndcg2 term D(d) - D(d + 1) for a rank distance d >= 1 (0 for d = 0).
+template <typename T>
+RANKOPS_HD T ndcg2_delta(int64_t d) {
+  const double x = static_cast<double>(d);
+  return d == 0 ? T(0) : T(1.0 / std::log2(1.0 + x) - 1.0 / std::log2(2.0 + x));
 }
 
 // Everything lambda_ij needs about one item, in rank order.

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "../common/pair_dispatch.h"
 #include "../common/pair_math.h"
 #include "list_grad.h"
 #include "list_utils.h"
@@ -39,8 +40,8 @@ template <PairFn F, PairWeight W, typename T>
 T pair_rows(const T* s, const T* y, const T* w, const T* gain, const T* disc,
             const T* delta_disc, int64_t n, int64_t row_begin, int64_t row_end, T sigma,
             T margin, T mu, T inv_idcg, T* grad) {
-  constexpr bool kUsesDelta = W == PairWeight::Ndcg2 || W == PairWeight::Ndcg2pp;
-  constexpr bool kUsesGain = kUsesDelta || W == PairWeight::Ndcg;
+  constexpr bool kUsesDelta = PairWeightTraits<W>::kUsesDelta;
+  constexpr bool kUsesGain = PairWeightTraits<W>::kUsesNdcg;
   T total = 0;
   for (int64_t i = row_begin; i < row_end; ++i) {
     const PairItem<T> a{y[i], kUsesGain ? gain[i] : T(0), kUsesGain ? disc[i] : T(0)};
@@ -104,9 +105,8 @@ void pairwise_loss_kernel(const at::Tensor& scores, const at::Tensor& labels,
   std::vector<T> disc_table(max_n + 1, T(0)), delta_storage(max_n + 1 + 8, T(0));
   T* delta_table = delta_storage.data() + 8;
   if (use_ndcg) {
-    for (int64_t r = 0; r <= max_n; ++r) disc_table[r] = T(1.0 / std::log2(2.0 + r));
-    for (int64_t d = 1; d <= max_n; ++d)
-      delta_table[d] = T(1.0 / std::log2(1.0 + d) - 1.0 / std::log2(2.0 + d));
+    for (int64_t r = 0; r <= max_n; ++r) disc_table[r] = rank_discount<T>(r, 0);
+    for (int64_t d = 1; d <= max_n; ++d) delta_table[d] = ndcg2_delta<T>(d);
   }
 
   // Rank-order buffers, O(N).
@@ -223,23 +223,7 @@ void pairwise_loss_kernel(const at::Tensor& scores, const at::Tensor& labels,
       }
     });
   };
-  auto with_weight = [&](auto fn_tag) {
-    using P = PairWeight;
-    switch (opt.weight) {
-      case P::None: return run_tasks(fn_tag, std::integral_constant<P, P::None>{});
-      case P::LabelDiff: return run_tasks(fn_tag, std::integral_constant<P, P::LabelDiff>{});
-      case P::Ndcg: return run_tasks(fn_tag, std::integral_constant<P, P::Ndcg>{});
-      case P::Ndcg2: return run_tasks(fn_tag, std::integral_constant<P, P::Ndcg2>{});
-      case P::Ndcg2pp: return run_tasks(fn_tag, std::integral_constant<P, P::Ndcg2pp>{});
-    }
-  };
-  switch (opt.fn) {
-    case PairFn::Logistic: with_weight(std::integral_constant<PairFn, PairFn::Logistic>{}); break;
-    case PairFn::Hinge: with_weight(std::integral_constant<PairFn, PairFn::Hinge>{}); break;
-    case PairFn::SoftZeroOne:
-      with_weight(std::integral_constant<PairFn, PairFn::SoftZeroOne>{});
-      break;
-  }
+  dispatch_pair_kernel(opt.fn, opt.weight, run_tasks);
 
   // Pass 3: per list, reduce chunks in fixed order and scatter to input order.
   T* loss_out = loss.data_ptr<T>();

@@ -1,6 +1,6 @@
 // Helpers shared by the CUDA kernels of every loss family: launch checks, cub calls
 // with temp storage from PyTorch's caching allocator, deterministic warp/block
-// reductions, orderable sort keys.
+// reductions (orderable sort keys: csrc/common/sort_keys.h).
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -60,38 +60,21 @@ __device__ __forceinline__ T block_sum(T v) {
   return total;
 }
 
-// ---- orderable keys: unsigned integers that sort like the floating values ----------
-// NaN becomes -inf (NaN ranks last, as on the CPU) and -0.0 becomes +0.0 (they compare
-// equal on the CPU, so their order is decided by position).
-
-__device__ __forceinline__ uint32_t orderable_key(float x) {
-  if (x != x) x = -INFINITY;
-  if (x == 0.0f) x = 0.0f;
-  const uint32_t u = __float_as_uint(x);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-__device__ __forceinline__ uint64_t orderable_key(double x) {
-  if (x != x) x = -INFINITY;
-  if (x == 0.0) x = 0.0;
-  const uint64_t u = static_cast<uint64_t>(__double_as_longlong(x));
-  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
-}
-
-__device__ __forceinline__ double from_orderable_key(uint64_t k) {
-  const uint64_t u = (k & 0x8000000000000000ull) ? (k & ~0x8000000000000000ull) : ~k;
-  return __longlong_as_double(static_cast<long long>(u));
-}
-
-template <typename T>
-struct OrderableKey;
-template <>
-struct OrderableKey<float> {
-  using type = uint32_t;
+// A warp and a block as the "team" of csrc/common/pair_block_list.h.
+struct WarpTeam {
+  __device__ __forceinline__ int rank() const { return threadIdx.x & 31; }
+  __device__ __forceinline__ int size() const { return 32; }
+  __device__ __forceinline__ void sync() const { __syncwarp(); }
+  template <typename V>
+  __device__ __forceinline__ V sum(V v) const { return warp_sum(v); }
 };
-template <>
-struct OrderableKey<double> {
-  using type = uint64_t;
+
+struct BlockTeam {
+  __device__ __forceinline__ int rank() const { return threadIdx.x; }
+  __device__ __forceinline__ int size() const { return blockDim.x; }
+  __device__ __forceinline__ void sync() const { __syncthreads(); }
+  template <typename V>
+  __device__ __forceinline__ V sum(V v) const { return block_sum(v); }
 };
 
 }  // namespace cuda

@@ -1,0 +1,393 @@
+// The pairwise CUDA kernels and their launches, by length class (see pairwise_cuda.cu for
+// the design). Shared by the op (pairwise_cuda.cu), which only declares launch_pairs, and
+// the three files that instantiate it, one per pair function (pairwise_<fn>.cu), so that
+// nvcc compiles the 3 x 5 x 2 kernel sets in parallel.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+
+#include <cub/cub.cuh>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "../common/owner_pairs.h"
+#include "../common/pair_block_list.h"
+#include "../common/pair_long_path.h"
+#include "../common/pair_math.h"
+#include "../common/sort_keys.h"
+#include "cuda_utils.cuh"
+
+namespace rankops {
+namespace pairwise_cuda {
+
+using cuda::ceil_div;
+
+constexpr int kShortMax = 32;             // warp-per-list class
+constexpr int kMediumMaxCap = 4096;       // block-per-list class, at most
+constexpr int kThreads = 256;             // threads per block (warp kernel: 8 lists a block)
+
+// Classes: 0 short, 1 medium up to kMediumSplit, 2 medium above it, 3 long. The two
+// medium tiers get their own launch, each with shared memory for its own longest list,
+// so that one list of 4000 items does not cut the occupancy of thousands of lists of 100.
+constexpr int kMediumSplit = 512;
+constexpr int kClasses = 4;
+constexpr int kLongClass = 3;
+
+// The batch as the plan kernel's summary describes it, on the host: it sizes every launch.
+struct Plan {
+  int64_t B, N;
+  int64_t count[kClasses];  // short, medium (two tiers), long
+  int64_t max_n, max_medium_n[2], long_items, medium_cap;
+  int64_t tile_width, long_tiles;  // long path: chosen tile width, tiles at that width
+  at::Tensor ids;       // [kClasses, B] list ids by class
+  at::Tensor long_len;  // [B + 1] n for long lists, else 0
+};
+
+// Launches every class's kernels for one batch (definition below; instantiated per pair
+// function in pairwise_<fn>.cu, declared extern here so no other file compiles them).
+template <PairFn F, PairWeight W, typename T>
+void launch_pairs(const PairBatch<T>& p, const Plan& plan, cudaStream_t stream,
+                  const at::Device& device);
+
+#define RANKOPS_PAIRWISE_INSTANCE(PREFIX, F, W, T)                                          \
+  PREFIX template void launch_pairs<F, W, T>(const PairBatch<T>&, const Plan&, cudaStream_t, \
+                                             const at::Device&);
+#define RANKOPS_PAIRWISE_INSTANCES_T(PREFIX, F, T)                   \
+  RANKOPS_PAIRWISE_INSTANCE(PREFIX, F, PairWeight::None, T)          \
+  RANKOPS_PAIRWISE_INSTANCE(PREFIX, F, PairWeight::LabelDiff, T)     \
+  RANKOPS_PAIRWISE_INSTANCE(PREFIX, F, PairWeight::Ndcg, T)          \
+  RANKOPS_PAIRWISE_INSTANCE(PREFIX, F, PairWeight::Ndcg2, T)         \
+  RANKOPS_PAIRWISE_INSTANCE(PREFIX, F, PairWeight::Ndcg2pp, T)
+// Every (weight, accumulation type) instance of pair function F.
+#define RANKOPS_PAIRWISE_INSTANCES(PREFIX, F)      \
+  RANKOPS_PAIRWISE_INSTANCES_T(PREFIX, F, float)   \
+  RANKOPS_PAIRWISE_INSTANCES_T(PREFIX, F, double)
+
+RANKOPS_PAIRWISE_INSTANCES(extern, PairFn::Logistic)
+RANKOPS_PAIRWISE_INSTANCES(extern, PairFn::Hinge)
+RANKOPS_PAIRWISE_INSTANCES(extern, PairFn::SoftZeroOne)
+
+// ---- short lists: a warp per list -------------------------------------------------------
+// The block-list algorithm (pair_block_list.h) run by a warp instead of a block, with
+// buffers for 32 items in static shared memory, one slice per warp.
+
+constexpr int kWarpsPerBlock = kThreads / 32;
+
+template <PairFn F, PairWeight W, typename T>
+__global__ void __launch_bounds__(kThreads)
+    pairwise_warp_kernel(PairBatch<T> p, const int64_t* __restrict__ ids, int64_t count) {
+  constexpr size_t kSliceBytes = (block_list_smem_bytes<T>(kShortMax) + 15) / 16 * 16;
+  __shared__ __align__(16) unsigned char smem[kWarpsPerBlock][kSliceBytes];
+  const int warp = threadIdx.x >> 5;
+  const int64_t slot = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp;
+  if (slot >= count) return;  // whole warp
+  const BlockListSmem<T> m = carve_block_list_smem<T>(smem[warp], kShortMax, kShortMax);
+  pair_block_list<F, W, T>(p, ids[slot], m, kShortMax, cuda::WarpTeam{});
+}
+
+// ---- medium lists: a block per list, everything in shared memory ----------------------
+
+template <PairFn F, PairWeight W, typename T>
+__global__ void __launch_bounds__(kThreads)
+    pairwise_block_kernel(PairBatch<T> p, const int64_t* __restrict__ ids, int P, int cap) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const BlockListSmem<T> m = carve_block_list_smem<T>(smem_raw, P, cap);
+  pair_block_list<F, W, T>(p, ids[blockIdx.x], m, P, cuda::BlockTeam{});
+}
+
+// ---- long lists: sorts into rank-order scratch, then (row, column tile) pieces ----------
+// Long items live in a compacted space: list b's items at [cofs[b], cofs[b+1]) (cofs is
+// the exclusive scan of the long lists' lengths, 0 for other lists).
+
+template <typename T, typename KeyT>
+__global__ void __launch_bounds__(kThreads)
+    long_fill_kernel(PairBatch<T> p, const int64_t* __restrict__ ids,
+                     const int64_t* __restrict__ cofs, KeyT* __restrict__ keys,
+                     int* __restrict__ local_idx, T* __restrict__ labels,
+                     double* __restrict__ wg) {
+  const int64_t b = ids[blockIdx.x];
+  const int64_t start = p.off[b], n = p.off[b + 1] - start, base = cofs[b];
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    keys[base + i] = orderable_key(p.s[start + i]);
+    local_idx[base + i] = static_cast<int>(i);
+    const T y = p.y[start + i];
+    labels[base + i] = y;
+    if (wg) {
+      const T w = p.w ? p.w[start + i] : T(1);
+      wg[base + i] = static_cast<double>(w) * static_cast<double>(gain_of(y, p.gain));
+    }
+  }
+}
+
+// Per long list: the pair count (from the sorted labels), 1/IDCG@k (from the sorted w*G)
+// and the rank-order arrays.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    long_prep_kernel(PairBatch<T> p, const int64_t* __restrict__ ids,
+                     const int64_t* __restrict__ cofs, const T* __restrict__ sorted_labels,
+                     const double* __restrict__ sorted_wg, const int* __restrict__ order,
+                     T* __restrict__ inv_idcg, T* __restrict__ rs, T* __restrict__ ry,
+                     T* __restrict__ rw, T* __restrict__ rg, T* __restrict__ rd) {
+  const int64_t b = ids[blockIdx.x];
+  const int64_t start = p.off[b], n = p.off[b + 1] - start, base = cofs[b];
+  const T* lab = sorted_labels + base;
+  long long below = 0;
+  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) below += count_below_sorted(lab, n, lab[r]);
+  const long long pairs = cuda::block_sum(below);
+  if (threadIdx.x == 0) p.num_pairs[b] = pairs;
+  if (pairs == 0) return;
+  if (sorted_wg) {
+    const int64_t top = (p.k > 0 && p.k < n) ? p.k : n;
+    double part = 0.0;
+    for (int64_t r = threadIdx.x; r < top; r += blockDim.x)
+      part += sorted_wg[base + r] / log2(2.0 + static_cast<double>(r));
+    const double idcg = cuda::block_sum(part);
+    if (threadIdx.x == 0) inv_idcg[b] = idcg > 0.0 ? T(1.0 / idcg) : T(0);
+  }
+  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) {
+    const int64_t i = start + order[base + r];
+    const T y = p.y[i];
+    rs[base + r] = p.s[i];
+    ry[base + r] = y;
+    rw[base + r] = p.w ? p.w[i] : T(1);
+    if (sorted_wg) {
+      rg[base + r] = gain_of(y, p.gain);
+      rd[base + r] = rank_discount<T>(r, p.k);
+    }
+  }
+}
+
+// Tiles per long list (0 for the other lists and at [B]), to be scanned into tofs.
+// (static: this header is compiled into several files.)
+static __global__ void long_tile_count_kernel(const int64_t* __restrict__ long_len, int64_t B,
+                                       int64_t k, int64_t width, int64_t* __restrict__ tiles) {
+  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b <= B;
+       b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = b < B ? long_len[b] : 0;
+    tiles[b] = n > 0 ? tile_count(list_tiles(n, k, width)) : 0;
+  }
+}
+
+// One thread per tile (grid-stride). The threads of a warp take consecutive tiles: the
+// column tiles of one head row, or the one tile of consecutive tail rows (which all read
+// the same k head items, a broadcast).
+template <PairFn F, PairWeight W, typename T>
+__global__ void __launch_bounds__(kThreads)
+    long_pairs_kernel(LongPathArgs<T> a, int64_t tiles) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < tiles;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    long_path_tile<F, W, T>(a, t);
+}
+
+// Per long list: each row's tiles added in tile order (double), scattered to input order;
+// the list's loss reduced in a fixed tree.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    long_finish_kernel(PairBatch<T> p, LongPathArgs<T> a, const int64_t* __restrict__ ids,
+                       const int* __restrict__ order) {
+  const int64_t b = ids[blockIdx.x];
+  if (p.num_pairs[b] == 0) return;
+  const int64_t start = p.off[b], n = p.off[b + 1] - start, base = a.cofs[b];
+  double loss_part = 0.0;
+  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) {
+    double g, l;
+    long_path_row_total(a, b, r, g, l);
+    if (p.grad) p.grad[start + order[base + r]] = static_cast<T>(g);
+    loss_part += l;
+  }
+  const double loss = cuda::block_sum(loss_part);
+  if (threadIdx.x == 0) p.loss[b] = static_cast<T>(loss);
+}
+
+template <PairFn F, PairWeight W, typename T>
+void launch_long_path(const PairBatch<T>& p, const Plan& plan, cudaStream_t stream,
+                      const at::Device& device);
+
+template <PairFn F, PairWeight W, typename T>
+void launch_pairs(const PairBatch<T>& p, const Plan& plan, cudaStream_t stream,
+                  const at::Device& device) {
+  const int64_t B = plan.B;
+  const int64_t* ids = plan.ids.data_ptr<int64_t>();
+
+  if (plan.count[0] > 0) {
+    const int64_t blocks = ceil_div(plan.count[0], kWarpsPerBlock);
+    pairwise_warp_kernel<F, W, T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        p, ids, plan.count[0]);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  for (int tier = 0; tier < 2; ++tier) {
+    const int64_t count = plan.count[1 + tier];
+    if (count == 0) continue;
+    const int cap = static_cast<int>(plan.max_medium_n[tier]);
+    const int P = next_pow2(cap);
+    const size_t smem = block_list_smem_bytes<T>(cap);
+    const int threads = P >= kThreads ? kThreads : (P < 64 ? 64 : P);
+    auto kernel = pairwise_block_kernel<F, W, T>;
+    // Always the same (largest) value, so concurrent host threads cannot undercut each other.
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(block_list_smem_bytes<T>(plan.medium_cap))));
+    kernel<<<static_cast<unsigned>(count), threads, smem, stream>>>(p, ids + (1 + tier) * B, P,
+                                                                   cap);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  if (plan.count[kLongClass] > 0) launch_long_path<F, W, T>(p, plan, stream, device);
+}
+
+// Sorts n_long (key, value) pairs per long list, or keys only when values are null.
+// One long list (the common case of one huge list): a device-wide radix sort, which
+// spreads one segment over the whole GPU; cub's segmented sort gives a huge segment a
+// single block. Both are stable.
+template <typename KeyT, typename ValueT>
+void sort_long_lists(const at::Device& device, cudaStream_t stream, int64_t lists,
+                     int64_t n_long, int64_t B, const int64_t* cofs, const KeyT* keys_in,
+                     KeyT* keys_out, const ValueT* values_in, ValueT* values_out,
+                     bool descending) {
+  const int n = static_cast<int>(n_long);
+  const int segments = static_cast<int>(B);
+  if (lists == 1) {
+    cuda::cub_call(device, [&](void* t, size_t& bytes) {
+      if (values_in == nullptr)
+        return descending ? cub::DeviceRadixSort::SortKeysDescending(t, bytes, keys_in, keys_out,
+                                                                     n, 0, int(sizeof(KeyT) * 8),
+                                                                     stream)
+                          : cub::DeviceRadixSort::SortKeys(t, bytes, keys_in, keys_out, n, 0,
+                                                           int(sizeof(KeyT) * 8), stream);
+      return descending ? cub::DeviceRadixSort::SortPairsDescending(
+                              t, bytes, keys_in, keys_out, values_in, values_out, n, 0,
+                              int(sizeof(KeyT) * 8), stream)
+                        : cub::DeviceRadixSort::SortPairs(t, bytes, keys_in, keys_out, values_in,
+                                                          values_out, n, 0,
+                                                          int(sizeof(KeyT) * 8), stream);
+    });
+    return;
+  }
+  cuda::cub_call(device, [&](void* t, size_t& bytes) {
+    if (values_in == nullptr)
+      return descending ? cub::DeviceSegmentedSort::SortKeysDescending(
+                              t, bytes, keys_in, keys_out, n, segments, cofs, cofs + 1, stream)
+                        : cub::DeviceSegmentedSort::SortKeys(t, bytes, keys_in, keys_out, n,
+                                                             segments, cofs, cofs + 1, stream);
+    return descending ? cub::DeviceSegmentedSort::StableSortPairsDescending(
+                            t, bytes, keys_in, keys_out, values_in, values_out, n, segments,
+                            cofs, cofs + 1, stream)
+                      : cub::DeviceSegmentedSort::StableSortPairs(t, bytes, keys_in, keys_out,
+                                                                  values_in, values_out, n,
+                                                                  segments, cofs, cofs + 1,
+                                                                  stream);
+  });
+}
+
+template <PairFn F, PairWeight W, typename T>
+void launch_long_path(const PairBatch<T>& p, const Plan& plan, cudaStream_t stream,
+                      const at::Device& device) {
+  using Tr = PairWeightTraits<W>;
+  using KeyT = typename OrderableKey<T>::type;
+  const int64_t B = plan.B;
+  const int64_t L = plan.count[kLongClass];
+  const int64_t n_long = plan.long_items;
+  const int64_t* long_ids = plan.ids.data_ptr<int64_t>() + kLongClass * B;
+  TORCH_CHECK(plan.max_n < INT_MAX, "rankops: lists longer than 2^31 - 1 items are not supported");
+  // cub's item and segment counts are int in several CCCL versions
+  TORCH_CHECK(n_long < INT_MAX && B < INT_MAX,
+              "rankops: more than 2^31 - 1 items in long lists, or lists, in one CUDA call");
+  const at::TensorOptions opt = at::TensorOptions().device(device);
+  const at::TensorOptions opt_t = opt.dtype(c10::CppTypeToScalarType<T>::value);
+  const at::TensorOptions opt_key = opt.dtype(sizeof(KeyT) == 4 ? at::kInt : at::kLong);
+
+  // compacted item offsets and tile offsets of the long lists
+  at::Tensor cofs = at::empty({B + 1}, opt.dtype(at::kLong));
+  at::Tensor tofs = at::empty({B + 1}, opt.dtype(at::kLong));
+  at::Tensor tiles_of = at::empty({B + 1}, opt.dtype(at::kLong));
+  const int64_t* len_p = plan.long_len.data_ptr<int64_t>();
+  int64_t* cofs_p = cofs.data_ptr<int64_t>();
+  int64_t* tofs_p = tofs.data_ptr<int64_t>();
+  int64_t* tiles_p = tiles_of.data_ptr<int64_t>();
+  cuda::cub_call(device, [&](void* t, size_t& bytes) {
+    return cub::DeviceScan::ExclusiveSum(t, bytes, len_p, cofs_p, B + 1, stream);
+  });
+  {
+    const int64_t blocks = std::min<int64_t>(ceil_div(B + 1, kThreads), 1024);
+    long_tile_count_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        len_p, B, p.k, plan.tile_width, tiles_p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  cuda::cub_call(device, [&](void* t, size_t& bytes) {
+    return cub::DeviceScan::ExclusiveSum(t, bytes, tiles_p, tofs_p, B + 1, stream);
+  });
+
+  at::Tensor keys = at::empty({n_long}, opt_key), keys_sorted = at::empty({n_long}, opt_key);
+  at::Tensor local_idx = at::empty({n_long}, opt.dtype(at::kInt));
+  at::Tensor order = at::empty({n_long}, opt.dtype(at::kInt));
+  at::Tensor labels = at::empty({n_long}, opt_t), labels_sorted = at::empty({n_long}, opt_t);
+  at::Tensor wg, wg_sorted;
+  if (Tr::kUsesNdcg) {
+    wg = at::empty({n_long}, opt.dtype(at::kDouble));
+    wg_sorted = at::empty({n_long}, opt.dtype(at::kDouble));
+  }
+  double* wg_p = Tr::kUsesNdcg ? wg.data_ptr<double>() : nullptr;
+  double* wg_sorted_p = Tr::kUsesNdcg ? wg_sorted.data_ptr<double>() : nullptr;
+  KeyT* keys_p = reinterpret_cast<KeyT*>(keys.data_ptr());
+  KeyT* keys_sorted_p = reinterpret_cast<KeyT*>(keys_sorted.data_ptr());
+  int* local_p = local_idx.data_ptr<int>();
+  int* order_p = order.data_ptr<int>();
+  T* labels_p = labels.data_ptr<T>();
+  T* labels_sorted_p = labels_sorted.data_ptr<T>();
+
+  long_fill_kernel<T, KeyT><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(
+      p, long_ids, cofs_p, keys_p, local_p, labels_p, wg_p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // ranks: stable sort by score key descending (ties keep position order)
+  sort_long_lists(device, stream, L, n_long, B, cofs_p, keys_p, keys_sorted_p, local_p, order_p,
+                  true);
+  // labels ascending, for the pair count
+  sort_long_lists<T, int>(device, stream, L, n_long, B, cofs_p, labels_p, labels_sorted_p,
+                          nullptr, nullptr, false);
+  // w*G descending, for IDCG@k
+  if (Tr::kUsesNdcg)
+    sort_long_lists<double, int>(device, stream, L, n_long, B, cofs_p, wg_p, wg_sorted_p,
+                                 nullptr, nullptr, true);
+
+  at::Tensor inv_idcg = at::zeros({B}, opt_t);
+  at::Tensor rs = at::empty({n_long}, opt_t), ry = at::empty({n_long}, opt_t),
+             rw = at::empty({n_long}, opt_t);
+  at::Tensor rg = Tr::kUsesNdcg ? at::empty({n_long}, opt_t) : at::empty({0}, opt_t);
+  at::Tensor rd = Tr::kUsesNdcg ? at::empty({n_long}, opt_t) : at::empty({0}, opt_t);
+  long_prep_kernel<T><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(
+      p, long_ids, cofs_p, labels_sorted_p, wg_sorted_p, order_p, inv_idcg.data_ptr<T>(),
+      rs.data_ptr<T>(), ry.data_ptr<T>(), rw.data_ptr<T>(), rg.data_ptr<T>(), rd.data_ptr<T>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  at::Tensor part_grad = at::empty({plan.long_tiles}, opt_t);
+  at::Tensor part_loss = at::empty({plan.long_tiles}, opt_t);
+  LongPathArgs<T> a;
+  a.B = B;
+  a.k = p.k;
+  a.width = plan.tile_width;
+  a.cofs = cofs_p;
+  a.tofs = tofs_p;
+  a.num_pairs = p.num_pairs;
+  a.inv_idcg = inv_idcg.data_ptr<T>();
+  a.delta = p.delta;
+  a.ranked = RankOrderList<T>{rs.data_ptr<T>(), ry.data_ptr<T>(), rw.data_ptr<T>(),
+                              Tr::kUsesNdcg ? rg.data_ptr<T>() : nullptr,
+                              Tr::kUsesNdcg ? rd.data_ptr<T>() : nullptr};
+  a.knobs = p.knobs;
+  a.part_grad = part_grad.data_ptr<T>();
+  a.part_loss = part_loss.data_ptr<T>();
+  const int64_t blocks = std::min<int64_t>(ceil_div(plan.long_tiles, kThreads), INT_MAX);
+  long_pairs_kernel<F, W, T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      a, plan.long_tiles);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  long_finish_kernel<T><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(p, a, long_ids,
+                                                                          order_p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace pairwise_cuda
+}  // namespace rankops
