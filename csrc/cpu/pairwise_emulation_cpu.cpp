@@ -64,13 +64,13 @@ int64_t emulate_long_path(const PairBatch<T>& in, int64_t B, int64_t width_arg,
   std::exclusive_scan(tiles_of.begin(), tiles_of.end(), tofs.begin(), int64_t(0));
   const int64_t tiles = tofs[B];
 
-  // fill, sorts and prep (long_fill_kernel, cub sorts, long_prep_kernel)
+  // fill, sorts, pair counts, IDCG and gather (long_fill, cub sorts, long_count, long_list
+  // and long_gather kernels), list by list
   using KeyT = typename OrderableKey<T>::type;
   std::vector<int> order(n_long);
   std::vector<T> rs(n_long), ry(n_long), rw(n_long), rg(kUsesNdcg ? n_long : 0),
       rd(kUsesNdcg ? n_long : 0), inv_idcg(B, T(0));
-  std::vector<KeyT> keys;
-  std::vector<T> labels;
+  std::vector<KeyT> keys, labels;
   std::vector<double> wg;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = long_len[b], start = off[b], base = cofs[b];
@@ -80,9 +80,9 @@ int64_t emulate_long_path(const PairBatch<T>& in, int64_t B, int64_t width_arg,
     wg.resize(n);
     for (int64_t i = 0; i < n; ++i) {
       keys[i] = orderable_key(in.s[start + i]);
-      labels[i] = in.y[start + i];
+      labels[i] = orderable_key(in.y[start + i]);
       const T w = in.w ? in.w[start + i] : T(1);
-      wg[i] = static_cast<double>(w) * static_cast<double>(gain_of(labels[i], in.gain));
+      wg[i] = static_cast<double>(w) * static_cast<double>(gain_of(in.y[start + i], in.gain));
     }
     int* ord = order.data() + base;
     std::iota(ord, ord + n, 0);
@@ -129,7 +129,8 @@ int64_t emulate_long_path(const PairBatch<T>& in, int64_t B, int64_t width_arg,
   a.part_loss = part_loss.data();
   for (int64_t t = 0; t < tiles; ++t) long_path_tile<F, W, T>(a, t);
 
-  // per row totals, scattered to input order (long_finish_kernel)
+  // per row totals, scattered to input order, and per list losses (long_rows and long_loss
+  // kernels)
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = long_len[b], start = off[b], base = cofs[b];
     if (n == 0 || num_pairs[b] == 0) continue;

@@ -101,60 +101,87 @@ __global__ void __launch_bounds__(kThreads)
 // Long items live in a compacted space: list b's items at [cofs[b], cofs[b+1]) (cofs is
 // the exclusive scan of the long lists' lengths, 0 for other lists).
 
+// Per-item kernels run grid-stride over the compacted items (one huge list then fills the
+// whole GPU); each finds its list with find_segment(cofs). Per-list kernels (a block per
+// long list) only stream over their list's compacted entries for a fixed-order reduction.
+
+// Grid-stride loop over [0, count) with 64-bit indices.
+#define RANKOPS_GRID_STRIDE(i, count)                                                   \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (count); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// Sort inputs: score keys with the item's index in its list, label keys, and w*G.
 template <typename T, typename KeyT>
 __global__ void __launch_bounds__(kThreads)
-    long_fill_kernel(PairBatch<T> p, const int64_t* __restrict__ ids,
-                     const int64_t* __restrict__ cofs, KeyT* __restrict__ keys,
-                     int* __restrict__ local_idx, T* __restrict__ labels,
-                     double* __restrict__ wg) {
-  const int64_t b = ids[blockIdx.x];
-  const int64_t start = p.off[b], n = p.off[b + 1] - start, base = cofs[b];
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    keys[base + i] = orderable_key(p.s[start + i]);
-    local_idx[base + i] = static_cast<int>(i);
-    const T y = p.y[start + i];
-    labels[base + i] = y;
+    long_fill_kernel(PairBatch<T> p, int64_t B, const int64_t* __restrict__ cofs, int64_t n_long,
+                     KeyT* __restrict__ keys, int* __restrict__ local_idx,
+                     KeyT* __restrict__ label_keys, double* __restrict__ wg) {
+  RANKOPS_GRID_STRIDE(c, n_long) {
+    const int64_t b = find_segment(cofs, B, c);
+    const int64_t i = p.off[b] + (c - cofs[b]);
+    keys[c] = orderable_key(p.s[i]);
+    local_idx[c] = static_cast<int>(c - cofs[b]);
+    const T y = p.y[i];
+    label_keys[c] = orderable_key(y);  // as the block path: NaN counts as -inf
     if (wg) {
-      const T w = p.w ? p.w[start + i] : T(1);
-      wg[base + i] = static_cast<double>(w) * static_cast<double>(gain_of(y, p.gain));
+      const T w = p.w ? p.w[i] : T(1);
+      wg[c] = static_cast<double>(w) * static_cast<double>(gain_of(y, p.gain));
     }
   }
 }
 
-// Per long list: the pair count (from the sorted labels), 1/IDCG@k (from the sorted w*G)
-// and the rank-order arrays.
+// below[c]: the items of c's list with a smaller label (from the sorted label keys).
+template <typename KeyT>
+__global__ void __launch_bounds__(kThreads)
+    long_count_kernel(int64_t B, const int64_t* __restrict__ cofs, int64_t n_long,
+                      const KeyT* __restrict__ sorted_label_keys, int64_t* __restrict__ below) {
+  RANKOPS_GRID_STRIDE(c, n_long) {
+    const int64_t b = find_segment(cofs, B, c);
+    const int64_t base = cofs[b];
+    below[c] = count_below_sorted(sorted_label_keys + base, cofs[b + 1] - base,
+                                  sorted_label_keys[c]);
+  }
+}
+
+// Per long list: the pair count (sum of below) and 1/IDCG@k (from the sorted w*G).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    long_prep_kernel(PairBatch<T> p, const int64_t* __restrict__ ids,
-                     const int64_t* __restrict__ cofs, const T* __restrict__ sorted_labels,
-                     const double* __restrict__ sorted_wg, const int* __restrict__ order,
-                     T* __restrict__ inv_idcg, T* __restrict__ rs, T* __restrict__ ry,
-                     T* __restrict__ rw, T* __restrict__ rg, T* __restrict__ rd) {
+    long_list_kernel(PairBatch<T> p, const int64_t* __restrict__ ids,
+                     const int64_t* __restrict__ cofs, const int64_t* __restrict__ below,
+                     const double* __restrict__ sorted_wg, T* __restrict__ inv_idcg) {
   const int64_t b = ids[blockIdx.x];
-  const int64_t start = p.off[b], n = p.off[b + 1] - start, base = cofs[b];
-  const T* lab = sorted_labels + base;
-  long long below = 0;
-  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) below += count_below_sorted(lab, n, lab[r]);
-  const long long pairs = cuda::block_sum(below);
+  const int64_t base = cofs[b], n = cofs[b + 1] - base;
+  long long part = 0;
+  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) part += below[base + r];
+  const long long pairs = cuda::block_sum(part);
   if (threadIdx.x == 0) p.num_pairs[b] = pairs;
-  if (pairs == 0) return;
-  if (sorted_wg) {
-    const int64_t top = (p.k > 0 && p.k < n) ? p.k : n;
-    double part = 0.0;
-    for (int64_t r = threadIdx.x; r < top; r += blockDim.x)
-      part += sorted_wg[base + r] / log2(2.0 + static_cast<double>(r));
-    const double idcg = cuda::block_sum(part);
-    if (threadIdx.x == 0) inv_idcg[b] = idcg > 0.0 ? T(1.0 / idcg) : T(0);
-  }
-  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) {
-    const int64_t i = start + order[base + r];
+  if (pairs == 0 || !sorted_wg) return;
+  const int64_t top = (p.k > 0 && p.k < n) ? p.k : n;
+  double dcg = 0.0;
+  for (int64_t r = threadIdx.x; r < top; r += blockDim.x)
+    dcg += sorted_wg[base + r] / log2(2.0 + static_cast<double>(r));
+  const double idcg = cuda::block_sum(dcg);
+  if (threadIdx.x == 0) inv_idcg[b] = idcg > 0.0 ? T(1.0 / idcg) : T(0);
+}
+
+// Rank-order arrays of the lists that have pairs.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    long_gather_kernel(PairBatch<T> p, int64_t B, const int64_t* __restrict__ cofs,
+                       int64_t n_long, const int* __restrict__ order, T* __restrict__ rs,
+                       T* __restrict__ ry, T* __restrict__ rw, T* __restrict__ rg,
+                       T* __restrict__ rd) {
+  RANKOPS_GRID_STRIDE(c, n_long) {
+    const int64_t b = find_segment(cofs, B, c);
+    if (p.num_pairs[b] == 0) continue;
+    const int64_t r = c - cofs[b], i = p.off[b] + order[c];
     const T y = p.y[i];
-    rs[base + r] = p.s[i];
-    ry[base + r] = y;
-    rw[base + r] = p.w ? p.w[i] : T(1);
-    if (sorted_wg) {
-      rg[base + r] = gain_of(y, p.gain);
-      rd[base + r] = rank_discount<T>(r, p.k);
+    rs[c] = p.s[i];
+    ry[c] = y;
+    rw[c] = p.w ? p.w[i] : T(1);
+    if (rg) {
+      rg[c] = gain_of(y, p.gain);
+      rd[c] = rank_discount<T>(r, p.k);
     }
   }
 }
@@ -181,23 +208,32 @@ __global__ void __launch_bounds__(kThreads)
     long_path_tile<F, W, T>(a, t);
 }
 
-// Per long list: each row's tiles added in tile order (double), scattered to input order;
-// the list's loss reduced in a fixed tree.
+// Each row's tiles added in tile order (double): the gradient, scattered to input order,
+// and the row's loss, kept for the list's reduction.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    long_finish_kernel(PairBatch<T> p, LongPathArgs<T> a, const int64_t* __restrict__ ids,
-                       const int* __restrict__ order) {
+    long_rows_kernel(PairBatch<T> p, LongPathArgs<T> a, int64_t n_long,
+                     const int* __restrict__ order, double* __restrict__ row_loss) {
+  RANKOPS_GRID_STRIDE(c, n_long) {
+    const int64_t b = find_segment(a.cofs, a.B, c);
+    double g = 0.0, l = 0.0;
+    if (p.num_pairs[b] > 0) long_path_row_total(a, b, c - a.cofs[b], g, l);
+    if (p.grad && p.num_pairs[b] > 0) p.grad[p.off[b] + order[c]] = static_cast<T>(g);
+    row_loss[c] = l;
+  }
+}
+
+// Per long list: the loss, its rows' losses reduced in a fixed tree.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    long_loss_kernel(PairBatch<T> p, const int64_t* __restrict__ ids,
+                     const int64_t* __restrict__ cofs, const double* __restrict__ row_loss) {
   const int64_t b = ids[blockIdx.x];
   if (p.num_pairs[b] == 0) return;
-  const int64_t start = p.off[b], n = p.off[b + 1] - start, base = a.cofs[b];
-  double loss_part = 0.0;
-  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) {
-    double g, l;
-    long_path_row_total(a, b, r, g, l);
-    if (p.grad) p.grad[start + order[base + r]] = static_cast<T>(g);
-    loss_part += l;
-  }
-  const double loss = cuda::block_sum(loss_part);
+  const int64_t base = cofs[b], n = cofs[b + 1] - base;
+  double part = 0.0;
+  for (int64_t r = threadIdx.x; r < n; r += blockDim.x) part += row_loss[base + r];
+  const double loss = cuda::block_sum(part);
   if (threadIdx.x == 0) p.loss[b] = static_cast<T>(loss);
 }
 
@@ -319,10 +355,15 @@ void launch_long_path(const PairBatch<T>& p, const Plan& plan, cudaStream_t stre
     return cub::DeviceScan::ExclusiveSum(t, bytes, tiles_p, tofs_p, B + 1, stream);
   });
 
+  // grid of the per-item kernels: enough blocks to fill any GPU, grid-stride beyond
+  const unsigned item_blocks =
+      static_cast<unsigned>(std::min<int64_t>(ceil_div(n_long, kThreads), 65535));
+
   at::Tensor keys = at::empty({n_long}, opt_key), keys_sorted = at::empty({n_long}, opt_key);
+  at::Tensor label_keys = at::empty({n_long}, opt_key);
+  at::Tensor label_keys_sorted = at::empty({n_long}, opt_key);
   at::Tensor local_idx = at::empty({n_long}, opt.dtype(at::kInt));
   at::Tensor order = at::empty({n_long}, opt.dtype(at::kInt));
-  at::Tensor labels = at::empty({n_long}, opt_t), labels_sorted = at::empty({n_long}, opt_t);
   at::Tensor wg, wg_sorted;
   if (Tr::kUsesNdcg) {
     wg = at::empty({n_long}, opt.dtype(at::kDouble));
@@ -332,36 +373,49 @@ void launch_long_path(const PairBatch<T>& p, const Plan& plan, cudaStream_t stre
   double* wg_sorted_p = Tr::kUsesNdcg ? wg_sorted.data_ptr<double>() : nullptr;
   KeyT* keys_p = reinterpret_cast<KeyT*>(keys.data_ptr());
   KeyT* keys_sorted_p = reinterpret_cast<KeyT*>(keys_sorted.data_ptr());
+  KeyT* label_keys_p = reinterpret_cast<KeyT*>(label_keys.data_ptr());
+  KeyT* label_keys_sorted_p = reinterpret_cast<KeyT*>(label_keys_sorted.data_ptr());
   int* local_p = local_idx.data_ptr<int>();
   int* order_p = order.data_ptr<int>();
-  T* labels_p = labels.data_ptr<T>();
-  T* labels_sorted_p = labels_sorted.data_ptr<T>();
 
-  long_fill_kernel<T, KeyT><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(
-      p, long_ids, cofs_p, keys_p, local_p, labels_p, wg_p);
+  long_fill_kernel<T, KeyT><<<item_blocks, kThreads, 0, stream>>>(
+      p, B, cofs_p, n_long, keys_p, local_p, label_keys_p, wg_p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // ranks: stable sort by score key descending (ties keep position order)
   sort_long_lists(device, stream, L, n_long, B, cofs_p, keys_p, keys_sorted_p, local_p, order_p,
                   true);
-  // labels ascending, for the pair count
-  sort_long_lists<T, int>(device, stream, L, n_long, B, cofs_p, labels_p, labels_sorted_p,
-                          nullptr, nullptr, false);
+  // label keys ascending, for the pair count
+  sort_long_lists<KeyT, int>(device, stream, L, n_long, B, cofs_p, label_keys_p,
+                             label_keys_sorted_p, nullptr, nullptr, false);
   // w*G descending, for IDCG@k
   if (Tr::kUsesNdcg)
     sort_long_lists<double, int>(device, stream, L, n_long, B, cofs_p, wg_p, wg_sorted_p,
                                  nullptr, nullptr, true);
 
+  // pair counts and 1/IDCG@k per list
+  at::Tensor below = at::empty({n_long}, opt.dtype(at::kLong));
+  long_count_kernel<KeyT><<<item_blocks, kThreads, 0, stream>>>(
+      B, cofs_p, n_long, label_keys_sorted_p, below.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor inv_idcg = at::zeros({B}, opt_t);
-  at::Tensor rs = at::empty({n_long}, opt_t), ry = at::empty({n_long}, opt_t),
-             rw = at::empty({n_long}, opt_t);
-  at::Tensor rg = Tr::kUsesNdcg ? at::empty({n_long}, opt_t) : at::empty({0}, opt_t);
-  at::Tensor rd = Tr::kUsesNdcg ? at::empty({n_long}, opt_t) : at::empty({0}, opt_t);
-  long_prep_kernel<T><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(
-      p, long_ids, cofs_p, labels_sorted_p, wg_sorted_p, order_p, inv_idcg.data_ptr<T>(),
-      rs.data_ptr<T>(), ry.data_ptr<T>(), rw.data_ptr<T>(), rg.data_ptr<T>(), rd.data_ptr<T>());
+  long_list_kernel<T><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(
+      p, long_ids, cofs_p, below.data_ptr<int64_t>(), wg_sorted_p, inv_idcg.data_ptr<T>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
+  // rank-order arrays
+  at::Tensor rs = at::empty({n_long}, opt_t), ry = at::empty({n_long}, opt_t),
+             rw = at::empty({n_long}, opt_t);
+  at::Tensor rg = Tr::kUsesNdcg ? at::empty({n_long}, opt_t) : at::Tensor();
+  at::Tensor rd = Tr::kUsesNdcg ? at::empty({n_long}, opt_t) : at::Tensor();
+  T* rg_p = Tr::kUsesNdcg ? rg.data_ptr<T>() : nullptr;
+  T* rd_p = Tr::kUsesNdcg ? rd.data_ptr<T>() : nullptr;
+  long_gather_kernel<T><<<item_blocks, kThreads, 0, stream>>>(
+      p, B, cofs_p, n_long, order_p, rs.data_ptr<T>(), ry.data_ptr<T>(), rw.data_ptr<T>(), rg_p,
+      rd_p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // the tiles, then per row and per list totals
   at::Tensor part_grad = at::empty({plan.long_tiles}, opt_t);
   at::Tensor part_loss = at::empty({plan.long_tiles}, opt_t);
   LongPathArgs<T> a;
@@ -373,19 +427,21 @@ void launch_long_path(const PairBatch<T>& p, const Plan& plan, cudaStream_t stre
   a.num_pairs = p.num_pairs;
   a.inv_idcg = inv_idcg.data_ptr<T>();
   a.delta = p.delta;
-  a.ranked = RankOrderList<T>{rs.data_ptr<T>(), ry.data_ptr<T>(), rw.data_ptr<T>(),
-                              Tr::kUsesNdcg ? rg.data_ptr<T>() : nullptr,
-                              Tr::kUsesNdcg ? rd.data_ptr<T>() : nullptr};
+  a.ranked = RankOrderList<T>{rs.data_ptr<T>(), ry.data_ptr<T>(), rw.data_ptr<T>(), rg_p, rd_p};
   a.knobs = p.knobs;
   a.part_grad = part_grad.data_ptr<T>();
   a.part_loss = part_loss.data_ptr<T>();
-  const int64_t blocks = std::min<int64_t>(ceil_div(plan.long_tiles, kThreads), INT_MAX);
-  long_pairs_kernel<F, W, T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+  const int64_t tile_blocks = std::min<int64_t>(ceil_div(plan.long_tiles, kThreads), INT_MAX);
+  long_pairs_kernel<F, W, T><<<static_cast<unsigned>(tile_blocks), kThreads, 0, stream>>>(
       a, plan.long_tiles);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  long_finish_kernel<T><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(p, a, long_ids,
-                                                                          order_p);
+  at::Tensor row_loss = at::empty({n_long}, opt.dtype(at::kDouble));
+  long_rows_kernel<T><<<item_blocks, kThreads, 0, stream>>>(p, a, n_long, order_p,
+                                                           row_loss.data_ptr<double>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  long_loss_kernel<T><<<static_cast<unsigned>(L), kThreads, 0, stream>>>(
+      p, long_ids, cofs_p, row_loss.data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
