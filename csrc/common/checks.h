@@ -35,6 +35,11 @@ inline void check_list_inputs(const at::Tensor& scores, const at::Tensor& labels
   }
 }
 
+// k of a top-k cut-off: None (the whole list) or >= 1.
+inline void check_top_k(const c10::optional<int64_t>& k) {
+  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+}
+
 // Offsets values (CPU tensors only: on CUDA this would cost a host sync, so the
 // Python layer validates there).
 inline void check_offsets_values_cpu(const at::Tensor& offsets, int64_t n_items) {

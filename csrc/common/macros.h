@@ -17,8 +17,15 @@
 #define RANKOPS_HD_TEMPLATE
 #endif
 
+#include <cstdint>
+
 #if defined(__CUDA_ARCH__)
 #define RANKOPS_DEVICE_PASS 1
 #else
 #define RANKOPS_DEVICE_PASS 0
 #endif
+
+namespace rankops {
+// ceil(a / b) for a >= 0, b > 0: launch sizes and tile counts, on host and device.
+RANKOPS_HD constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace rankops

@@ -45,14 +45,12 @@ struct ListTiles {
   int64_t tail_tiles;  // tiles per tail row: ceil(k / width); 0 without tail rows
 };
 
-RANKOPS_HD int64_t ceil_div_hd(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 RANKOPS_HD ListTiles list_tiles(int64_t n, int64_t k, int64_t width) {
   ListTiles t;
   t.n = n;
   t.head_rows = (k > 0 && k < n) ? k : n;
-  t.head_tiles = ceil_div_hd(n, width);
-  t.tail_tiles = t.head_rows < n ? ceil_div_hd(t.head_rows, width) : 0;
+  t.head_tiles = ceil_div(n, width);
+  t.tail_tiles = t.head_rows < n ? ceil_div(t.head_rows, width) : 0;
   return t;
 }
 

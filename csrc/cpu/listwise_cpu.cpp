@@ -431,7 +431,7 @@ std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cpu(
     const c10::optional<at::Tensor>& weights, double temperature, c10::optional<int64_t> k,
     c10::string_view gain, bool compute_grad) {
   TORCH_CHECK(temperature > 0.0, "rankops: temperature must be > 0, got ", temperature);
-  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+  check_top_k(k);
   const Gain g = parse_gain(std::string(gain));
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),

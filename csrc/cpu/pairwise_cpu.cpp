@@ -259,7 +259,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_loss_cpu(
   check_list_inputs(scores, labels, offsets, weights);
   const auto off = offsets.contiguous();
   check_offsets_values_cpu(off, scores.size(0));
-  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+  check_top_k(k);
   Options opt{parse_pair_fn(std::string(pair_fn)), parse_pair_weight(std::string(pair_weight)),
               parse_gain(std::string(gain)), k.value_or(0), sigma, margin, mu};
 

@@ -29,6 +29,7 @@
 #include "../common/pair_long_path.h"
 #include "../common/pair_math.h"
 #include "../common/sort_keys.h"
+#include "list_utils.h"
 
 namespace rankops {
 namespace {
@@ -88,15 +89,12 @@ int64_t emulate_long_path(const PairBatch<T>& in, int64_t B, int64_t width_arg,
     std::iota(ord, ord + n, 0);
     std::stable_sort(ord, ord + n, [&](int i, int j) { return keys[i] > keys[j]; });
     std::sort(labels.begin(), labels.end());
-    std::sort(wg.begin(), wg.end(), std::greater<double>());
     int64_t pairs = 0;
     for (int64_t r = 0; r < n; ++r) pairs += count_below_sorted(labels.data(), n, labels[r]);
     num_pairs[b] = pairs;
     if (pairs == 0) continue;
     if (kUsesNdcg) {
-      const int64_t top = (k > 0 && k < n) ? k : n;
-      double idcg = 0.0;
-      for (int64_t r = 0; r < top; ++r) idcg += wg[r] / std::log2(2.0 + static_cast<double>(r));
+      const double idcg = cpu::ideal_dcg(wg, k);  // w*G sorted descending, summed in order
       inv_idcg[b] = idcg > 0.0 ? T(1.0 / idcg) : T(0);
     }
     for (int64_t r = 0; r < n; ++r) {
@@ -180,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, int64_t> pairwise_loss_emulated_c
   check_list_inputs(scores, labels, offsets, weights);
   const auto off = offsets.contiguous();
   check_offsets_values_cpu(off, scores.size(0));
-  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+  check_top_k(k);
   TORCH_CHECK(path == "long" || path == "block", "rankops: path must be 'long' or 'block', got '",
               std::string(path), "'");
   TORCH_CHECK(tile_width >= 0, "rankops: tile_width must be >= 0 (0: the CUDA choice), got ",

@@ -9,12 +9,13 @@
 
 #include <cstdint>
 
+#include "../common/macros.h"
+
 namespace rankops {
 namespace cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Runs a cub device-wide algorithm twice: once to size its temp storage, once for real,
 // the storage coming from the caching allocator (a uint8 tensor on `device`).

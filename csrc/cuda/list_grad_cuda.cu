@@ -51,7 +51,7 @@ at::Tensor scale_item_grad_cuda(const at::Tensor& grad_loss, const at::Tensor& i
   const int64_t N = item.size(0);
   if (B <= 0 || N == 0) return out.zero_();
   const int threads = 256;
-  const int64_t blocks = std::min<int64_t>(cuda::ceil_div(N, threads), int64_t(1) << 20);
+  const int64_t blocks = std::min<int64_t>(ceil_div(N, threads), int64_t(1) << 20);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(item.scalar_type(), "scale_item_grad_cuda", [&] {
     scale_item_grad_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(

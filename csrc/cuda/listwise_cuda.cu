@@ -70,8 +70,6 @@ __device__ __forceinline__ T block_all_reduce(T v, Op op,
   return r;
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // ---- softmax ----------------------------------------------------------------------
 
 template <typename scalar_t, typename T>
@@ -414,7 +412,7 @@ std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cuda(
     const c10::optional<at::Tensor>& weights, double temperature, c10::optional<int64_t> k,
     c10::string_view gain, bool compute_grad) {
   TORCH_CHECK(temperature > 0.0, "rankops: temperature must be > 0, got ", temperature);
-  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+  check_top_k(k);
   const Gain g = parse_gain(std::string(gain));
   const c10::cuda::CUDAGuard guard(scores.device());
   auto p = prepare(scores, labels, offsets, weights, compute_grad);

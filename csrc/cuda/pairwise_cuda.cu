@@ -121,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_loss_cuda(
     double mu, c10::string_view gain, bool compute_grad) {
   check_list_inputs(scores, labels, offsets, weights);
   TORCH_CHECK(scores.is_cuda(), "rankops: pairwise_loss_cuda needs CUDA tensors");
-  TORCH_CHECK(!k.has_value() || *k >= 1, "rankops: k must be >= 1 (or None), got ", k.value_or(0));
+  check_top_k(k);
   const PairFn fn = parse_pair_fn(std::string(pair_fn));
   const PairWeight weight = parse_pair_weight(std::string(pair_weight));
   const Gain gain_kind = parse_gain(std::string(gain));

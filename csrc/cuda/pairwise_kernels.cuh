@@ -22,8 +22,6 @@
 namespace rankops {
 namespace pairwise_cuda {
 
-using cuda::ceil_div;
-
 constexpr int kShortMax = 32;             // warp-per-list class
 constexpr int kMediumMaxCap = 4096;       // block-per-list class, at most
 constexpr int kThreads = 256;             // threads per block (warp kernel: 8 lists a block)
