@@ -305,7 +305,10 @@ def _pack_padded(scores: Tensor, labels: Tensor, weights: Optional[Tensor], mask
     zero = torch.zeros(1, dtype=torch.int64, device=scores.device)
     total = torch.full((1,), B * L, dtype=torch.int64, device=scores.device)
     offsets = torch.cat([zero, torch.cumsum(lengths.to(torch.int64), 0), total])
-    packed_scores = scores.reshape(-1)[gather]
+    # Padding scores are replaced by 0 before packing: a padded -inf or NaN (the usual
+    # masked_fill) would otherwise reach the padding list's kernel, where e.g. ListMLE's
+    # -inf - (-inf) gives a NaN that the zero per-list gradient cannot cancel (0 * NaN).
+    packed_scores = torch.where(mask, scores, torch.zeros_like(scores)).reshape(-1)[gather]
     packed_labels = torch.where(mask, labels, torch.zeros_like(labels)).reshape(-1)[gather]
     if weights is not None:
         weights = torch.where(mask, weights, torch.zeros_like(weights)).reshape(-1)[gather]

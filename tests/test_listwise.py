@@ -285,6 +285,28 @@ def test_layouts_agree(device, case):
     assert S_req.grad[~mask].abs().sum().item() == 0.0
 
 
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("fill", [-math.inf, math.inf, math.nan])
+def test_padding_scores_never_matter(device, case, fill):
+    # The usual masked_fill(~mask, -inf) padding (or inf, NaN) must give the loss and the
+    # gradient of the packed lists, and an exact 0 gradient at the padding.
+    name, opts = case
+    fn = getattr(rankops, name)
+    s, y, off = random_batch([3, 0, 5, 1, 4], device=device, seed=3)
+    S, mask = rankops.segments.unpack(s, off, fill=fill)
+    Y, _ = rankops.segments.unpack(y, off)
+    for reduction in ("none", "mean"):
+        S_req = S.clone().requires_grad_()
+        s_req = s.clone().requires_grad_()
+        padded = fn(S_req, Y, mask=mask, reduction=reduction, **opts)
+        packed = fn(s_req, y, offsets=off, reduction=reduction, **opts)
+        torch.testing.assert_close(padded, packed, rtol=1e-12, atol=1e-12)
+        padded.sum().backward()
+        packed.sum().backward()
+        assert S_req.grad[~mask].eq(0).all(), S_req.grad
+        torch.testing.assert_close(S_req.grad[mask], s_req.grad, rtol=1e-12, atol=1e-12)
+
+
 def test_listmle_exact_gradient_with_tied_scores(device):
     # All scores equal: L_k = c + log(n - k), so d loss / d s_{pi_j} = sum_{k<=j} w_k / (n-k) - w_j
     # exactly; a max-shift that leaks into the gradient gets this wrong.

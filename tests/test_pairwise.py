@@ -281,6 +281,25 @@ def test_padded_gradients_reach_only_valid_items(device):
     torch.testing.assert_close(S.grad, S2.grad)
 
 
+@pytest.mark.parametrize("pair_fn", PAIR_FNS)
+@pytest.mark.parametrize("fill", [-math.inf, math.nan])
+def test_padding_scores_never_matter(device, pair_fn, fill):
+    # masked_fill(~mask, -inf) padding, without weights: the padding list keeps weight 1.
+    s, y, off = random_batch([3, 0, 5, 1, 4], device=device, seed=3)
+    S, mask = rankops.segments.unpack(s, off, fill=fill)
+    Y, _ = rankops.segments.unpack(y, off)
+    S_req = S.clone().requires_grad_()
+    s_req = s.clone().requires_grad_()
+    opts = dict(pair_fn=pair_fn, weight="ndcg2pp", k=3)
+    padded = rankops.pairwise_loss(S_req, Y, mask=mask, **opts)
+    packed = rankops.pairwise_loss(s_req, y, offsets=off, **opts)
+    torch.testing.assert_close(padded, packed, rtol=0, atol=0)
+    padded.backward()
+    packed.backward()
+    assert S_req.grad[~mask].eq(0).all(), S_req.grad
+    torch.testing.assert_close(S_req.grad[mask], s_req.grad, rtol=0, atol=0)
+
+
 def test_padded_full_rows_without_lengths(device):
     S = torch.randn(3, 5, dtype=torch.float64, device=device)
     Y = torch.randint(0, 3, (3, 5), device=device).double()

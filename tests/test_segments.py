@@ -56,7 +56,7 @@ def test_internal_padded_packing_moves_padding_to_a_trailing_list():
     lists = segments.as_packed(scores, labels, lengths=torch.tensor([1, 2]))
     assert lists.num_lists == 2
     assert lists.offsets.tolist() == [0, 1, 3, 6]
-    assert lists.scores.tolist() == [1.0, 4.0, 5.0, 2.0, 3.0, 6.0]
+    assert lists.scores.tolist() == [1.0, 4.0, 5.0, 0.0, 0.0, 0.0]  # padding scores zeroed
     assert lists.labels.tolist() == [1, 2, 1, 0, 0, 0]
 
 
