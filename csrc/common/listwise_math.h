@@ -22,9 +22,11 @@
 
 namespace rankops {
 
-// log(e^a + e^b); exact when an operand is -inf (an empty sum).
+// log(e^a + e^b); exact when an operand is -inf (an empty sum); NaN if either is NaN, in
+// either order (the CPU and CUDA scans pass their operands in different orders).
 template <typename T>
 RANKOPS_HD T log_add_exp(T a, T b) {
+  if (a != a || b != b) return a + b;
   const T hi = a > b ? a : b;
   const T lo = a > b ? b : a;
   if (hi == -T(INFINITY)) return hi;

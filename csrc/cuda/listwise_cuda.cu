@@ -24,10 +24,12 @@
 
 #include <cub/cub.cuh>
 
+#include <algorithm>
 #include <climits>
 
 #include "../common/checks.h"
 #include "../common/listwise_math.h"
+#include "cuda_utils.cuh"
 #include "list_grad_cuda.h"
 #include "../common/pair_math.h"
 
@@ -36,7 +38,10 @@ namespace {
 
 constexpr int kThreads = 128;      // softmax / listmle: threads of the block that owns a list
 constexpr int kPairThreads = 256;  // approx_ndcg: owners per block
-constexpr int kOwnerSlots = 32;    // approx_ndcg: blocks per list (grid.y); long lists loop
+// approx_ndcg: blocks per list (grid.y) = enough blocks for ~8 per multiprocessor over the
+// batch, at most kMaxOwnerSlots (one list of 65,536 items has 256 owner chunks); long
+// lists loop. Blocks past a short list's end return at once.
+constexpr int kMaxOwnerSlots = 256;
 
 struct SumOp {
   template <typename T>
@@ -288,8 +293,8 @@ __global__ void smooth_rank_grad_kernel(const T* __restrict__ s, const T* __rest
       }
       __syncthreads();
       const int m = static_cast<int>(n - jt < kPairThreads ? n - jt : kPairThreads);
-      for (int q = 0; q < m; ++q)  // j == i adds sigmoid'(0) * 0
-        sum += sigmoid_slope((tile_s[q] - si) * inv_t) * (tile_a[q] - ai);
+      for (int q = 0; q < m; ++q)  // j == i skipped: with s_i = +-inf, (s_i - s_i) is NaN
+        sum += jt + q != i ? sigmoid_slope((tile_s[q] - si) * inv_t) * (tile_a[q] - ai) : T(0);
     }
     if (own) grad[start + i] = sum * inv_t;
   }
@@ -421,6 +426,8 @@ std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cuda(
   TORCH_CHECK(B <= INT_MAX, "rankops: more than 2^31 lists");
   auto stream = c10::cuda::getCurrentCUDAStream();
   const int64_t kk = k.value_or(0);
+  const int sms = cuda::device_attribute(cudaDevAttrMultiProcessorCount, scores.get_device());
+  const int64_t slots = std::min<int64_t>(kMaxOwnerSlots, std::max<int64_t>(1, ceil_div(8 * sms, B)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
                                   "approx_ndcg_loss_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
@@ -438,7 +445,7 @@ std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cuda(
     inv_idcg_kernel<T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
         wg_sorted.data_ptr<T>(), p.offsets.data_ptr<int64_t>(), kk, inv_idcg.data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const dim3 grid(static_cast<unsigned>(B), kOwnerSlots);
+    const dim3 grid(static_cast<unsigned>(B), static_cast<unsigned>(slots));
     const T inv_t = T(1.0 / temperature);
     smooth_rank_kernel<T><<<grid, kPairThreads, 0, stream>>>(
         s.data_ptr<T>(), wg.data_ptr<T>(), p.offsets.data_ptr<int64_t>(), inv_idcg.data_ptr<T>(),

@@ -28,6 +28,7 @@
 #include "../common/checks.h"
 #include "../common/metric_args.h"
 #include "../common/metric_math.h"
+#include "cuda_utils.cuh"
 
 namespace rankops {
 namespace {
@@ -242,26 +243,19 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
           index_in.data_ptr<int>(), need_idcg ? gains_in.data_ptr<double>() : nullptr);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-      size_t bytes = 0;
-      C10_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-          nullptr, bytes, keys_in.data_ptr<K>(), keys_out.data_ptr<K>(), index_in.data_ptr<int>(),
-          index_out.data_ptr<int>(), static_cast<int>(N), static_cast<int>(B), off_p, off_p + 1, 0,
-          static_cast<int>(sizeof(K) * 8), stream));
-      auto temp = at::empty({static_cast<int64_t>(bytes)}, dopt.dtype(at::kByte));
-      C10_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-          temp.data_ptr(), bytes, keys_in.data_ptr<K>(), keys_out.data_ptr<K>(),
-          index_in.data_ptr<int>(), index_out.data_ptr<int>(), static_cast<int>(N),
-          static_cast<int>(B), off_p, off_p + 1, 0, static_cast<int>(sizeof(K) * 8), stream));
+      cuda::cub_call(scores.device(), [&](void* temp, size_t& bytes) {
+        return cub::DeviceSegmentedRadixSort::SortPairsDescending(
+            temp, bytes, keys_in.data_ptr<K>(), keys_out.data_ptr<K>(), index_in.data_ptr<int>(),
+            index_out.data_ptr<int>(), static_cast<int>(N), static_cast<int>(B), off_p, off_p + 1,
+            0, static_cast<int>(sizeof(K) * 8), stream);
+      });
     });
     if (need_idcg) {
-      size_t bytes = 0;
-      C10_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
-          nullptr, bytes, gains_in.data_ptr<double>(), gains_out.data_ptr<double>(),
-          static_cast<int>(N), static_cast<int>(B), off_p, off_p + 1, 0, 64, stream));
-      auto temp = at::empty({static_cast<int64_t>(bytes)}, dopt.dtype(at::kByte));
-      C10_CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortKeysDescending(
-          temp.data_ptr(), bytes, gains_in.data_ptr<double>(), gains_out.data_ptr<double>(),
-          static_cast<int>(N), static_cast<int>(B), off_p, off_p + 1, 0, 64, stream));
+      cuda::cub_call(scores.device(), [&](void* temp, size_t& bytes) {
+        return cub::DeviceSegmentedRadixSort::SortKeysDescending(
+            temp, bytes, gains_in.data_ptr<double>(), gains_out.data_ptr<double>(),
+            static_cast<int>(N), static_cast<int>(B), off_p, off_p + 1, 0, 64, stream);
+      });
     }
   }
 
