@@ -108,14 +108,18 @@ RANKOPS_HD void bitonic_sort_pairs(uint64_t* key, int* val, int P, const Team& t
   }
 }
 
-// List b (n = off[b+1] - off[b], 2 <= n <= cap) by one team; P = next_pow2(cap).
+// List b (n = off[b+1] - off[b], 2 <= n <= cap) by one team, in buffers carved for cap.
+// The sorts cover next_pow2(n) entries, this list's own size, not the buffers' (a 40-item
+// list in a launch whose longest list has 4,000 sorts 64 entries, not 4,096); a team with
+// more threads than entries leaves the extra threads idle but at every barrier.
 RANKOPS_HD_TEMPLATE
 template <PairFn F, PairWeight W, typename T, typename Team>
 RANKOPS_HD void pair_block_list(const PairBatch<T>& p, int64_t b, const BlockListSmem<T>& m,
-                                int P, const Team& team) {
+                                const Team& team) {
   constexpr bool kUsesNdcg = PairWeightTraits<W>::kUsesNdcg;
   const int64_t start = p.off[b];
   const int n = static_cast<int>(p.off[b + 1] - start);
+  const int P = next_pow2(n);  // sort size
   const int tid = team.rank(), threads = team.size();
   const T* s_in = p.s + start;
   const T* y_in = p.y + start;

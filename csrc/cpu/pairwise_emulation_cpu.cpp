@@ -165,7 +165,7 @@ void emulate_block_path(const PairBatch<T>& p, int64_t B) {
     smem.assign(block_list_smem_bytes<T>(cap) / sizeof(uint64_t) + 1, 0);
     const BlockListSmem<T> m =
         carve_block_list_smem<T>(reinterpret_cast<unsigned char*>(smem.data()), P, cap);
-    pair_block_list<F, W, T>(p, b, m, P, SerialTeam{});
+    pair_block_list<F, W, T>(p, b, m, SerialTeam{});
   }
 }
 

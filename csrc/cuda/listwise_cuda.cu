@@ -368,6 +368,7 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cuda(const at::Tensor& scores,
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   const int64_t B = p.offsets.size(0) - 1;
   if (B == 0 || p.scores.size(0) == 0) return {p.loss, p.item_grad};
+  TORCH_CHECK(B <= INT_MAX, "rankops: more than 2^31 - 1 lists in one CUDA call");
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
                                   "softmax_loss_cuda", [&] {
@@ -389,6 +390,7 @@ std::tuple<at::Tensor, at::Tensor> listmle_loss_cuda(const at::Tensor& scores,
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   const int64_t B = p.offsets.size(0) - 1, N = p.scores.size(0);
   if (B == 0 || N == 0) return {p.loss, p.item_grad};
+  TORCH_CHECK(B <= INT_MAX, "rankops: more than 2^31 - 1 lists in one CUDA call");
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
                                   "listmle_loss_cuda", [&] {

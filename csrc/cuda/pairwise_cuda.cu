@@ -26,8 +26,10 @@
 //   and the long path's tiling in the tests (tests/test_kernel_emulation.py).
 // One small plan kernel classifies the lists and prices the tile widths; its summary is
 // copied to the host once per call to size the launches: that is this op's only host sync
-// (it also checks the offsets for free). The sync means the op cannot be captured in a CUDA
-// graph; removing it needs launches sized by bounds (e.g. B blocks per class) instead.
+// (it also checks the offsets for free), except with more than a few hundred long lists
+// in one call, where cub's segmented sort reads its segment groups back too. The sync
+// means the op cannot be captured in a CUDA graph; removing it needs launches sized by
+// bounds (e.g. B blocks per class) instead.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t slot = blockIdx.x * static_cast<int64_t>(kWarpsPerBlock) + warp;
   if (slot >= count) return;  // whole warp
   const BlockListSmem<T> m = carve_block_list_smem<T>(smem[warp], kShortMax, kShortMax);
-  pair_block_list<F, W, T>(p, ids[slot], m, kShortMax, cuda::WarpTeam{});
+  pair_block_list<F, W, T>(p, ids[slot], m, cuda::WarpTeam{});
 }
 
 // ---- medium lists: a block per list, everything in shared memory ----------------------
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads)
     pairwise_block_kernel(PairBatch<T> p, const int64_t* __restrict__ ids, int P, int cap) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const BlockListSmem<T> m = carve_block_list_smem<T>(smem_raw, P, cap);
-  pair_block_list<F, W, T>(p, ids[blockIdx.x], m, P, cuda::BlockTeam{});
+  pair_block_list<F, W, T>(p, ids[blockIdx.x], m, cuda::BlockTeam{});
 }
 
 // ---- long lists: sorts into rank-order scratch, then (row, column tile) pieces ----------
@@ -195,6 +195,22 @@ static __global__ void long_tile_count_kernel(const int64_t* __restrict__ long_l
   }
 }
 
+// Begin and end (compacted item offsets) of each long list, in long_ids order: the
+// segmented sorts get the L long lists as segments, not all B lists (most of them empty
+// here), which keeps cub on its single-kernel path below a few hundred segments; above,
+// cub groups segments by size and reads the group sizes back on the host.
+static __global__ void long_segments_kernel(const int64_t* __restrict__ long_ids, int64_t L,
+                                            const int64_t* __restrict__ cofs,
+                                            int64_t* __restrict__ seg_begin,
+                                            int64_t* __restrict__ seg_end) {
+  for (int64_t l = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; l < L;
+       l += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = long_ids[l];
+    seg_begin[l] = cofs[b];
+    seg_end[l] = cofs[b + 1];
+  }
+}
+
 // One thread per tile (grid-stride). The threads of a warp take consecutive tiles: the
 // column tiles of one head row, or the one tile of consecutive tail rows (which all read
 // the same k head items, a broadcast).
@@ -271,17 +287,18 @@ void launch_pairs(const PairBatch<T>& p, const Plan& plan, cudaStream_t stream,
   if (plan.count[kLongClass] > 0) launch_long_path<F, W, T>(p, plan, stream, device);
 }
 
-// Sorts n_long (key, value) pairs per long list, or keys only when values are null.
+// Sorts n_long (key, value) pairs per long list, or keys only when values are null; the
+// lists are the segments [seg_begin[l], seg_end[l]) of the compacted arrays.
 // One long list (the common case of one huge list): a device-wide radix sort, which
 // spreads one segment over the whole GPU; cub's segmented sort gives a huge segment a
 // single block. Both are stable.
 template <typename KeyT, typename ValueT>
 void sort_long_lists(const at::Device& device, cudaStream_t stream, int64_t lists,
-                     int64_t n_long, int64_t B, const int64_t* cofs, const KeyT* keys_in,
-                     KeyT* keys_out, const ValueT* values_in, ValueT* values_out,
-                     bool descending) {
+                     int64_t n_long, const int64_t* seg_begin, const int64_t* seg_end,
+                     const KeyT* keys_in, KeyT* keys_out, const ValueT* values_in,
+                     ValueT* values_out, bool descending) {
   const int n = static_cast<int>(n_long);
-  const int segments = static_cast<int>(B);
+  const int segments = static_cast<int>(lists);
   if (lists == 1) {
     cuda::cub_call(device, [&](void* t, size_t& bytes) {
       if (values_in == nullptr)
@@ -302,15 +319,15 @@ void sort_long_lists(const at::Device& device, cudaStream_t stream, int64_t list
   cuda::cub_call(device, [&](void* t, size_t& bytes) {
     if (values_in == nullptr)
       return descending ? cub::DeviceSegmentedSort::SortKeysDescending(
-                              t, bytes, keys_in, keys_out, n, segments, cofs, cofs + 1, stream)
+                              t, bytes, keys_in, keys_out, n, segments, seg_begin, seg_end, stream)
                         : cub::DeviceSegmentedSort::SortKeys(t, bytes, keys_in, keys_out, n,
-                                                             segments, cofs, cofs + 1, stream);
+                                                             segments, seg_begin, seg_end, stream);
     return descending ? cub::DeviceSegmentedSort::StableSortPairsDescending(
                             t, bytes, keys_in, keys_out, values_in, values_out, n, segments,
-                            cofs, cofs + 1, stream)
+                            seg_begin, seg_end, stream)
                       : cub::DeviceSegmentedSort::StableSortPairs(t, bytes, keys_in, keys_out,
                                                                   values_in, values_out, n,
-                                                                  segments, cofs, cofs + 1,
+                                                                  segments, seg_begin, seg_end,
                                                                   stream);
   });
 }
@@ -380,15 +397,22 @@ void launch_long_path(const PairBatch<T>& p, const Plan& plan, cudaStream_t stre
       p, B, cofs_p, n_long, keys_p, local_p, label_keys_p, wg_p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
+  // the long lists as sort segments
+  at::Tensor segs = at::empty({2, L}, opt.dtype(at::kLong));
+  int64_t* seg_begin = segs.data_ptr<int64_t>();
+  int64_t* seg_end = seg_begin + L;
+  long_segments_kernel<<<static_cast<unsigned>(std::min<int64_t>(ceil_div(L, kThreads), 1024)),
+                         kThreads, 0, stream>>>(long_ids, L, cofs_p, seg_begin, seg_end);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   // ranks: stable sort by score key descending (ties keep position order)
-  sort_long_lists(device, stream, L, n_long, B, cofs_p, keys_p, keys_sorted_p, local_p, order_p,
-                  true);
+  sort_long_lists(device, stream, L, n_long, seg_begin, seg_end, keys_p, keys_sorted_p, local_p,
+                  order_p, true);
   // label keys ascending, for the pair count
-  sort_long_lists<KeyT, int>(device, stream, L, n_long, B, cofs_p, label_keys_p,
+  sort_long_lists<KeyT, int>(device, stream, L, n_long, seg_begin, seg_end, label_keys_p,
                              label_keys_sorted_p, nullptr, nullptr, false);
   // w*G descending, for IDCG@k
   if (Tr::kUsesNdcg)
-    sort_long_lists<double, int>(device, stream, L, n_long, B, cofs_p, wg_p, wg_sorted_p,
+    sort_long_lists<double, int>(device, stream, L, n_long, seg_begin, seg_end, wg_p, wg_sorted_p,
                                  nullptr, nullptr, true);
 
   // pair counts and 1/IDCG@k per list
