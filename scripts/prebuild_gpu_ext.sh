@@ -19,7 +19,7 @@ so="_C$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX')
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/rankops"
-cp -r csrc setup.py pyproject.toml MANIFEST.in "$tmp/"
+cp -r csrc setup.py pyproject.toml MANIFEST.in README.md "$tmp/"
 cp rankops/*.py "$tmp/rankops/"
 (cd "$tmp" && CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}" TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" \
   MAX_JOBS="${MAX_JOBS:-2}" RANKOPS_CUDA=1 "$PY" setup.py -q build_ext --inplace)
