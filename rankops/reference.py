@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -82,10 +84,12 @@ def discounts(rank: Tensor) -> Tensor:
 
 
 def ideal_dcg(weighted_gain: Tensor, mask: Tensor, k: Optional[int]) -> Tensor:
-    """DCG@k of the ordering by w*G descending, per row."""
-    wg = torch.where(mask, weighted_gain, torch.zeros_like(weighted_gain))
+    """DCG@k of the ordering by w*G descending, per row (padding sorts last, also below
+    negative w*G, and adds nothing)."""
+    wg = torch.where(mask, weighted_gain, torch.full_like(weighted_gain, -math.inf))
     ideal = torch.sort(wg, dim=1, descending=True).values
     r = torch.arange(1, wg.shape[1] + 1, device=wg.device)
+    ideal = torch.where(r <= mask.sum(1, keepdim=True), ideal, torch.zeros_like(ideal))
     d = discounts(r).to(wg.dtype)
     if k is not None:
         d = torch.where(r <= k, d, torch.zeros_like(d))

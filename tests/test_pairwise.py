@@ -136,6 +136,25 @@ def test_matches_reference_edge_lengths(device, fn, weight, k):
 
 
 @pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 3])
+def test_signed_weights_match_reference(device, weight, k):
+    # Negative item weights (DESIGN puts no sign on them): a pair takes the weight of its
+    # more relevant item, and the ideal DCG orders negative w*G last within the list.
+    lengths = [5, 7, 1, 12, 40]
+    s, y, off = random_batch(lengths, device=device, seed=22)
+    g = torch.Generator().manual_seed(22)
+    w = (torch.randn(sum(lengths), generator=g, dtype=torch.float64) * 2).to(device)
+    s1, s2 = s.clone().requires_grad_(), s.clone().requires_grad_()
+    opts = dict(weight=weight, k=k, weights=w, reduction="none")
+    got = rankops.pairwise_loss(s1, y, offsets=off, **opts)
+    want = reference.pairwise_loss(s2, y, offsets=off, **opts)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
+    got.sum().backward()
+    want.sum().backward()
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("weight", WEIGHTS)
 @pytest.mark.parametrize("k", [None, 2, 7])
 def test_matches_reference_with_score_and_label_ties(device, weight, k):
     _compare(device, torch.float64, [6, 17, 33, 50], "logistic", weight, k, ties=True, grades=2)
