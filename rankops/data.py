@@ -1,14 +1,23 @@
-"""Learning-to-rank data in the packed layout: a deterministic synthetic set and a
-LETOR/SVMlight loader.
+"""Learning-to-rank data in the packed layout: a deterministic synthetic set, a
+LETOR/SVMlight loader, and what ``torch.utils.data.DataLoader`` needs to batch queries.
 
 A data set is a :class:`RankingData`: ``features [N, F]`` (float32), ``labels [N]``
-(float32 grades) and ``offsets [B+1]`` (int64), queries back to back.
+(float32 grades) and ``offsets [B+1]`` (int64), queries back to back. It is a map-style
+dataset of queries (``data[q]`` is query q as a one-query ``RankingData``), so::
+
+    loader = DataLoader(data, batch_size=16, shuffle=True, collate_fn=rankops.data.collate)
+    # or a bounded number of items per batch (pairwise losses cost grows with it):
+    loader = DataLoader(data, batch_sampler=ItemBudgetSampler(data.lengths, max_items=4096),
+                        collate_fn=rankops.data.collate)
+    for batch in loader:
+        loss = rankops.lambdarank_loss(model(batch.features), batch.labels, offsets=batch.offsets)
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,11 +25,12 @@ from torch import Tensor
 
 from . import segments
 
-__all__ = ["RankingData", "synthetic", "load_svmlight", "split_queries"]
+__all__ = ["RankingData", "synthetic", "load_svmlight", "split_queries", "collate",
+           "ItemBudgetSampler"]
 
 
-@dataclass
-class RankingData:
+@dataclass(eq=False)
+class RankingData(torch.utils.data.Dataset):
     features: Tensor  # [N, F] float32
     labels: Tensor  # [N] float32 graded relevance
     offsets: Tensor  # [B+1] int64
@@ -28,6 +38,31 @@ class RankingData:
     @property
     def num_queries(self) -> int:
         return self.offsets.numel() - 1
+
+    def __len__(self) -> int:
+        return self.num_queries
+
+    def __getitem__(self, query: int) -> "RankingData":
+        """Query ``query`` as a one-query data set (views, no copy)."""
+        query = int(query)
+        if not -self.num_queries <= query < self.num_queries:
+            raise IndexError(f"query {query} out of range for {self.num_queries} queries")
+        query %= self.num_queries
+        start, end = int(self.offsets[query]), int(self.offsets[query + 1])
+        return RankingData(self.features[start:end], self.labels[start:end],
+                           torch.tensor([0, end - start], dtype=torch.int64))
+
+    def to(self, *args, **kwargs) -> "RankingData":
+        """All three tensors moved as ``Tensor.to`` moves them; offsets stay int64."""
+        offsets_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
+        offsets_args = [a for a in args if not isinstance(a, torch.dtype)]
+        return RankingData(self.features.to(*args, **kwargs), self.labels.to(*args, **kwargs),
+                           self.offsets.to(*offsets_args, **offsets_kwargs))
+
+    def pin_memory(self) -> "RankingData":
+        """Called by ``DataLoader(pin_memory=True)``."""
+        return RankingData(self.features.pin_memory(), self.labels.pin_memory(),
+                           self.offsets.pin_memory())
 
     @property
     def lengths(self) -> Tensor:
@@ -115,3 +150,87 @@ def split_queries(data: RankingData, fractions=(0.8, 0.1, 0.1), *, seed: int = 0
     cuts = np.cumsum([0] + [round(f * data.num_queries) for f in fractions])
     cuts[-1] = data.num_queries
     return [data.subset(perm[a:b].sort().values) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def collate(batch: Sequence[RankingData]) -> RankingData:
+    """Packs data sets (usually single queries from ``data[q]``) into one, lists back to
+    back in the given order: the ``collate_fn`` for ``DataLoader``."""
+    batch = list(batch)
+    if not batch:
+        raise ValueError("collate: batch is empty")
+    for i, part in enumerate(batch):
+        if not isinstance(part, RankingData):
+            raise TypeError(f"collate: batch[{i}] is {type(part).__name__}, expected RankingData")
+    lengths = torch.cat([part.lengths for part in batch])
+    return RankingData(torch.cat([part.features for part in batch]),
+                       torch.cat([part.labels for part in batch]),
+                       segments.offsets_from_lengths(lengths))
+
+
+class ItemBudgetSampler(torch.utils.data.Sampler):
+    """Batches of queries holding at most ``max_items`` items each (a longer query makes
+    a batch of its own), for ``DataLoader(batch_sampler=...)``.
+
+    Fixed-size batches of queries make memory and time follow the longest lists drawn;
+    a budget of items keeps each step's work near constant. Queries are taken in a
+    seeded random order (``shuffle=True``; call :meth:`set_epoch` each epoch for a new
+    order) or in data order, and packed greedily. With ``num_replicas``/``rank``
+    (DistributedDataParallel) each rank takes every ``num_replicas``-th batch, and the
+    last batches are reused from the start so that every rank takes the same number of
+    steps (as ``DistributedSampler`` pads).
+    """
+
+    def __init__(self, lengths, max_items: int, *, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
+        lengths = torch.as_tensor(lengths)
+        if lengths.dim() != 1 or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise TypeError("lengths must be a 1-D integer tensor (items per query)")
+        if bool((lengths < 0).any()):
+            raise ValueError("lengths must be non-negative")
+        if not isinstance(max_items, int) or isinstance(max_items, bool) or max_items < 1:
+            raise ValueError(f"max_items must be a positive int, got {max_items!r}")
+        if not isinstance(num_replicas, int) or num_replicas < 1:
+            raise ValueError(f"num_replicas must be a positive int, got {num_replicas!r}")
+        if not isinstance(rank, int) or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be an int in [0, num_replicas), got {rank!r}")
+        self.lengths = lengths.to(torch.int64).tolist()
+        self.max_items, self.shuffle, self.seed = max_items, bool(shuffle), int(seed)
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, bool(drop_last)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _all_batches(self) -> List[List[int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(len(self.lengths), generator=g).tolist()
+        else:
+            order = range(len(self.lengths))
+        batches, current, items = [], [], 0
+        for q in order:
+            n = self.lengths[q]
+            if current and items + n > self.max_items:
+                batches.append(current)
+                current, items = [], 0
+            current.append(q)
+            items += n
+        if current:
+            batches.append(current)
+        return batches
+
+    def _per_rank(self, total: int) -> int:
+        if self.drop_last:
+            return total // self.num_replicas
+        return math.ceil(total / self.num_replicas)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        batches = self._all_batches()
+        steps = self._per_rank(len(batches))
+        if not batches:
+            return iter(())
+        picks = [(self.rank + step * self.num_replicas) % len(batches) for step in range(steps)]
+        return iter([batches[i] for i in picks])
+
+    def __len__(self) -> int:
+        return self._per_rank(len(self._all_batches()))
