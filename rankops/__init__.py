@@ -2,7 +2,7 @@
 packed, variable-length lists. See README.md and DESIGN (docs/) for the semantics."""
 from . import _ops  # loads rankops._C first, then fake kernels and autograd
 from . import _metrics_ops  # noqa: F401  (fake kernel of the metrics op)
-from . import metrics, nn, reference, segments
+from . import data, metrics, nn, reference, segments
 from .losses import (
     lambdaloss,
     lambdarank_loss,
@@ -34,6 +34,7 @@ def build_info() -> dict:
 __all__ = [
     "build_info",
     "segments",
+    "data",
     "metrics",
     "reference",
     "nn",

@@ -142,3 +142,12 @@ def test_item_budget_sampler_with_dataloader():
 def test_item_budget_sampler_rejects_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         data.ItemBudgetSampler(**kwargs)
+
+
+def test_data_is_reachable_from_the_package():
+    import subprocess
+    import sys
+    code = "import rankops; print(rankops.data.collate.__name__, rankops.data.ItemBudgetSampler.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["collate", "ItemBudgetSampler"]
