@@ -37,11 +37,25 @@ std::string build_info() {
   return info;
 }
 
+// Defines an op whose CUDA kernel reads data on the host (the pairwise op's per-call
+// plan, csrc/cuda/pairwise_cuda.cu), so it cannot run inside a CUDA graph: the
+// cudagraph_unsafe tag makes torch.compile(mode="reduce-overhead") keep it out of its
+// graphs (a graph partition, or no graph) instead of failing. The tag exists from torch
+// 2.9 on; with older torch, eager capture still gets the op's own clear error.
+void def_host_sync_op(torch::Library& m, const char* schema) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+  m.def(schema, {at::Tag::cudagraph_unsafe});
+#else
+  m.def(schema);
+#endif
+}
+
 TORCH_LIBRARY(rankops, m) {
   // Pairwise family (DESIGN §3). Returns (loss [B], item_grad [N] or [0], num_pairs [B]):
   // the per-list loss, d loss_b / d s_i fused into the same pass (empty when
   // compute_grad is false), and the number of pairs y_i > y_j per list.
-  m.def(
+  def_host_sync_op(
+      m,
       "pairwise_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
       "str pair_fn, str pair_weight, float sigma, float margin, int? k, float mu, str gain, "
       "bool compute_grad) -> (Tensor, Tensor, Tensor)");

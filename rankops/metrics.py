@@ -128,7 +128,8 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     """Kernel call: per-list values [M, B], defined [M, B] and the counted mask [M, B]
     after the ``empty`` option (values of uncounted lists are 0)."""
     lists = segments.as_packed(scores, labels, validate=validate, **layout)
-    if validate and any(name == "err" for name, _ in specs) and not torch.compiler.is_compiling():
+    if (validate and any(name == "err" for name, _ in specs)
+            and not segments._skip_data_checks(lists.labels)):
         if lists.labels.numel() and bool((lists.labels > opt.max_grade).any()):
             raise ValueError(f"labels must be <= max_grade ({opt.max_grade:g}) for err; "
                              "pass max_grade= the top of your grading scale")

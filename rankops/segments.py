@@ -35,8 +35,13 @@ __all__ = [
 ]
 
 
-def _compiling() -> bool:
-    return torch.compiler.is_compiling()
+def _skip_data_checks(x: Tensor) -> bool:
+    """True where checks that read tensor values on the host cannot run: while
+    torch.compile traces, and while a CUDA graph is captured (a host read would break the
+    capture)."""
+    if torch.compiler.is_compiling():
+        return True
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _check_tensor(x, name: str) -> Tensor:
@@ -56,7 +61,8 @@ def offsets_from_lengths(lengths: Tensor, *, validate: bool = True) -> Tensor:
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
     _check_integer(lengths, "lengths")
-    if validate and not _compiling() and lengths.numel() and bool((lengths < 0).any()):
+    if (validate and lengths.numel() and not _skip_data_checks(lengths)
+            and bool((lengths < 0).any())):
         raise ValueError("lengths must be >= 0")
     zero = torch.zeros(1, dtype=torch.int64, device=lengths.device)
     return torch.cat([zero, torch.cumsum(lengths.to(torch.int64), 0)])
@@ -106,7 +112,7 @@ def validate_offsets(offsets, n: int, *, device=None, name: str = "offsets") -> 
     """Checks CSR offsets for ``n`` items; returns them. Raises TypeError/ValueError.
 
     Value checks (start at 0, non-decreasing, end at n) read the data: one host sync on
-    CUDA, skipped while torch.compile traces.
+    CUDA, skipped while torch.compile traces or a CUDA graph is captured.
     """
     offsets = _check_tensor(offsets, name)
     if offsets.dtype != torch.int64:
@@ -115,7 +121,7 @@ def validate_offsets(offsets, n: int, *, device=None, name: str = "offsets") -> 
         raise ValueError(f"{name} must be 1-D with B+1 >= 1 entries, got shape {tuple(offsets.shape)}")
     if device is not None and offsets.device != device:
         raise ValueError(f"{name} must be on the device of scores ({device}), got {offsets.device}")
-    if _compiling():
+    if _skip_data_checks(offsets):
         return offsets
     first, last, decreasing = torch.stack(
         [offsets[0], offsets[-1], (offsets[1:] < offsets[:-1]).any().to(torch.int64)]
@@ -183,7 +189,7 @@ def _padded_mask(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tenso
         raise ValueError(f"lengths must have shape [B] = ({B},) for padded scores, got {tuple(lengths.shape)}")
     if lengths.device != scores.device:
         raise ValueError(f"lengths must be on the device of scores ({scores.device}), got {lengths.device}")
-    if not _compiling() and B and bool(((lengths < 0) | (lengths > L)).any()):
+    if B and not _skip_data_checks(lengths) and bool(((lengths < 0) | (lengths > L)).any()):
         raise ValueError(f"lengths must lie in [0, L] = [0, {L}]")
     return torch.arange(L, device=scores.device)[None, :] < lengths[:, None]
 
@@ -230,7 +236,7 @@ def _check_scores_labels(scores, labels, weights):
 
 
 def _check_label_values(labels: Tensor) -> None:
-    if _compiling() or labels.numel() == 0:
+    if labels.numel() == 0 or _skip_data_checks(labels):
         return
     if labels.dtype.is_floating_point:
         bad_neg, bad_nan = torch.stack([(labels < 0).any(), labels.isnan().any()]).tolist()
@@ -277,7 +283,7 @@ def as_packed(
         if lengths.device != scores.device:
             raise ValueError(f"lengths must be on the device of scores ({scores.device}), got {lengths.device}")
         offsets = offsets_from_lengths(lengths, validate=validate)
-        if validate and not _compiling():
+        if validate and not _skip_data_checks(offsets):
             validate_offsets(offsets, n, name="lengths (their sum)")
     elif group_ids is not None:
         group_ids = _check_tensor(group_ids, "group_ids")

@@ -28,8 +28,9 @@
 // copied to the host once per call to size the launches: that is this op's only host sync
 // (it also checks the offsets for free), except with more than a few hundred long lists
 // in one call, where cub's segmented sort reads its segment groups back too. The sync
-// means the op cannot be captured in a CUDA graph; removing it needs launches sized by
-// bounds (e.g. B blocks per class) instead.
+// means the op cannot be captured in a CUDA graph (it says so with a clear error, and its
+// schema carries the cudagraph_unsafe tag); removing it needs launches sized by bounds
+// (e.g. B blocks per class) instead.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -146,6 +147,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pairwise_loss_cuda(
 
   const at::Device device = scores.device();
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device.index()).stream();
+  // The plan's host read below is illegal while a CUDA graph is captured; say so before
+  // it invalidates the capture with a bare "operation not permitted" error.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  TORCH_CHECK(capture == cudaStreamCaptureStatusNone,
+              "rankops: the CUDA pairwise loss cannot be captured in a CUDA graph (it reads a "
+              "per-call plan on the host to size its launches); call it outside "
+              "torch.cuda.graph. torch.compile(mode=\"reduce-overhead\") keeps it out of its "
+              "graphs by itself (torch >= 2.9).");
 
   // plan: classify the lists, one host sync for the summary (also for empty inputs: the
   // plan kernel is what checks the offsets)
