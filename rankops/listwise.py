@@ -134,9 +134,10 @@ def softmax_loss(
 ) -> Tensor:
     r"""Softmax cross-entropy (ListNet top-1): per list
     ``loss = -sum_i t_i log softmax(s)_i`` with targets ``t_i = w_i y_i`` (raw labels,
-    as Rax), or ``t_i = w_i y_i / sum_j w_j y_j`` with ``label_norm=True``.
+    as Rax), or ``t_i = w_i y_i / sum_j |w_j y_j|`` with ``label_norm=True`` (the sum of
+    the targets for non-negative weights).
 
-    A list whose targets sum to 0 (all labels 0) gives 0 and zero gradient. The gradient,
+    A list whose targets are all 0 (e.g. all labels 0) gives 0 and zero gradient. The gradient,
     ``(sum_j t_j) softmax(s)_i - t_i``, is fused into the forward pass (segmented
     log-sum-exp). ``reduction="mean"`` divides by the number of non-empty lists.
     """

@@ -334,8 +334,8 @@ def softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group
     S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
                                   mask=mask, group_ids=group_ids)
     t = W * Y
-    if label_norm:
-        total = t.sum(1, keepdim=True)
+    if label_norm:  # to unit mass sum |t| (= sum t for non-negative weights)
+        total = t.abs().sum(1, keepdim=True)
         t = t / torch.where(total > 0, total, torch.ones_like(total))
     log_p = torch.log_softmax(torch.where(valid, S, _very_negative(S)), dim=1)
     per_list = -torch.where(valid, t * log_p, torch.zeros_like(log_p)).sum(1)

@@ -1,7 +1,7 @@
 // Per-item and per-pair math of the listwise family (DESIGN §3), written once for the
 // CPU loops and the CUDA kernels.
 //
-//   softmax:     loss = sum_i t_i (lse(s) - s_i),  t_i = w_i y_i (optionally / sum t),
+//   softmax:     loss = sum_i t_i (lse(s) - s_i),  t_i = w_i y_i (label_norm: / sum |t|),
 //                d loss / d s_i = (sum t) softmax(s)_i - t_i.
 //   listmle:     with pi the order by label descending (ties by position),
 //                L_k = log sum_{m >= k} exp(s_{pi_m})  (a reverse log-add-exp scan),
@@ -32,6 +32,18 @@ RANKOPS_HD T log_add_exp(T a, T b) {
   if (hi == -T(INFINITY)) return hi;
   if (lo == -T(INFINITY)) return hi;
   return hi + math::log1p_unit(math::exp_nonpositive(lo - hi));
+}
+
+// softmax's per-list factors from the target sums (t = w y): `scale` multiplies every t
+// (1, or 1 / sum |t| with label_norm: |t| so that signed weights never divide by a sum
+// near 0) and `mass` = scale * sum t weighs softmax(s) in the gradient. False when every
+// t is 0: the list has no target, its loss and gradient are 0.
+template <typename T>
+RANKOPS_HD bool softmax_target_factors(T t_sum, T t_abs_sum, bool label_norm, T& scale, T& mass) {
+  if (t_abs_sum == T(0)) return false;
+  scale = label_norm ? T(1) / t_abs_sum : T(1);
+  mass = t_sum * scale;
+  return true;
 }
 
 // ListMLE's forward scan R_j = R_{j-1} * decay_j + w_j as an associative operator on

@@ -44,7 +44,8 @@ RANKOPS_HD void owner_pair(const PairItem<T>& a, T s_a, T w_a, const PairItem<T>
   const T lam = pair_weight_of<W>(a, b, delta_disc, inv_idcg, knobs.mu);
   const T c = w_hi * lam * m * m;
   T value, slope;
-  pair_fn_value_slope<F>(m * (s_a - s_b), knobs.sigma, knobs.margin, value, slope);
+  pair_fn_value_slope<F>(counted_difference(c, m, s_a, s_b), knobs.sigma, knobs.margin, value,
+                         slope);
   grad += c * slope * m;
   if (m >= T(0)) loss += c * value;  // counted once (ties: c = 0)
 }

@@ -41,8 +41,9 @@ template <PairFn F, typename T>
 RANKOPS_HD void pair_fn_value_slope(T d, T sigma, T margin, T& value, T& slope) {
   if constexpr (F == PairFn::Hinge) {
     const T gap = margin - d;
-    value = gap > T(0) ? gap : T(0);
-    slope = gap > T(0) ? T(-1) : T(0);
+    const bool nan = gap != gap;  // a NaN score: NaN out, as the other pair functions
+    value = gap > T(0) || nan ? gap : T(0);
+    slope = nan ? gap : gap > T(0) ? T(-1) : T(0);
     return;
   }
   const T z = -sigma * d;  // the argument of softplus / sigmoid
@@ -58,6 +59,15 @@ RANKOPS_HD void pair_fn_value_slope(T d, T sigma, T margin, T& value, T& slope) 
     const T sig_neg = z >= T(0) ? e * inv_1pe : inv_1pe;  // 1 - sigmoid(z), no cancellation
     slope = -sigma * sig_z * sig_neg;
   }
+}
+
+// The argument of phi for a pair with coefficient c (= w_hi * lambda, 0 for tied labels
+// or masked lanes) and orientation m = sign(y_a - y_b): m * (s_a - s_b), or 0 where c is
+// 0. Such a pair contributes nothing, and without the select an infinite score would
+// make its 0 * phi(inf) or 0 * (inf - inf) a NaN.
+template <typename T>
+RANKOPS_HD T counted_difference(T c, T m, T s_a, T s_b) {
+  return c != T(0) ? m * (s_a - s_b) : T(0);
 }
 
 // Gain G(y): 2^y - 1 (exp2) or y (linear).

@@ -78,25 +78,25 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       if (n == 0) continue;
       s.resize(n);
       t.resize(n);
-      T m = -T(INFINITY), tsum = 0;
+      T m = -T(INFINITY), tsum = 0, tabs = 0;
       for (int64_t i = 0; i < n; ++i) {
         s[i] = static_cast<T>(s_in[start + i]);
         t[i] = y_in[start + i] * (w_in ? w_in[start + i] : T(1));
         m = s[i] > m ? s[i] : m;
         tsum += t[i];
+        tabs += std::abs(t[i]);
       }
-      if (tsum == T(0)) continue;  // no target mass: loss 0, gradient 0
+      T scale, mass;
+      if (!softmax_target_factors(tsum, tabs, label_norm, scale, mass)) continue;
       const T* sp = s.data();
       const T* tp = t.data();
       T sumexp = 0;
 #pragma omp simd reduction(+ : sumexp)
       for (int64_t i = 0; i < n; ++i) sumexp += math::exp_nonpositive(sp[i] - m);
       const T lse = m + std::log(sumexp);
-      const T scale = label_norm ? T(1) / tsum : T(1);
-      const T mass = label_norm ? T(1) : tsum;
       T total = 0;
 #pragma omp simd reduction(+ : total)
-      for (int64_t i = 0; i < n; ++i) total += tp[i] * (lse - sp[i]);  // every term >= 0
+      for (int64_t i = 0; i < n; ++i) total += tp[i] * (lse - sp[i]);
       loss_out[b] = total * scale;
       if (!grad_out) continue;
       T* g = grad_out + start;

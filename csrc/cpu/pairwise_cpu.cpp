@@ -62,7 +62,7 @@ T pair_rows(const T* s, const T* y, const T* w, const T* gain, const T* disc,
       const T lam = pair_weight_of<W>(a, b, kUsesDelta ? delta_disc[j - i] : T(0), inv_idcg, mu);
       const T c = w_hi * lam * m * m * T(j > i);
       T value, slope;
-      pair_fn_value_slope<F>(m * (si - s[j]), sigma, margin, value, slope);
+      pair_fn_value_slope<F>(counted_difference(c, m, si, s[j]), sigma, margin, value, slope);
       row_loss += c * value;
       const T g = c * slope * m;  // d term / d s_i; d term / d s_j = -g
       row_grad += g;

@@ -87,22 +87,24 @@ __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restri
   const int64_t b = blockIdx.x;
   const int64_t start = off[b], end = off[b + 1];
   if (end <= start) return;  // the same for the whole block
-  T m = -T(INFINITY), tsum = 0;
+  T m = -T(INFINITY), tsum = 0, tabs = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
     const T si = static_cast<T>(s[i]);
+    const T ti = y[i] * (w ? w[i] : T(1));
     m = si > m ? si : m;
-    tsum += y[i] * (w ? w[i] : T(1));
+    tsum += ti;
+    tabs += fabs(ti);
   }
   m = block_all_reduce(m, MaxOp(), tmp, shared);
   tsum = block_all_reduce(tsum, SumOp(), tmp, shared);
-  if (tsum == T(0)) return;  // no target mass: loss 0, gradient 0
+  tabs = block_all_reduce(tabs, SumOp(), tmp, shared);
+  T scale, mass;
+  if (!softmax_target_factors(tsum, tabs, label_norm, scale, mass)) return;
   T sumexp = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads)
     sumexp += math::exp_nonpositive(static_cast<T>(s[i]) - m);
   sumexp = block_all_reduce(sumexp, SumOp(), tmp, shared);
   const T lse = m + log(sumexp);
-  const T scale = label_norm ? T(1) / tsum : T(1);
-  const T mass = label_norm ? T(1) : tsum;
   T total = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
     const T si = static_cast<T>(s[i]);
