@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -63,11 +61,26 @@ def padded_lists(scores, labels, weights=None, *, offsets=None, lengths=None, ma
     return S, Y, W, valid
 
 
+def _order_padding_last(key: Tensor, mask: Tensor) -> Tensor:
+    """Indices that sort each row by ``key`` descending, ties by position, with every
+    padding slot (``mask`` False) after every real item, whatever the keys hold.
+
+    Two stable sorts: by key, then by validity. Padding cannot share a sort key with a
+    real item (a real -inf or NaN score would tie with a -inf padding key and, when the
+    padding sits before it in the row, rank below it)."""
+    by_key = torch.sort(key, dim=1, descending=True, stable=True).indices
+    valid_in_key_order = mask.gather(1, by_key).to(torch.int8)
+    by_valid = torch.sort(valid_in_key_order, dim=1, descending=True, stable=True).indices
+    return by_key.gather(1, by_valid)
+
+
 def ranks(scores: Tensor, mask: Tensor) -> Tensor:
-    """1-based rank of each item by score descending, ties by position, padding last."""
-    keyed = torch.where(mask, scores, torch.full_like(scores, -float("inf")))
-    keyed = torch.where(keyed.isnan(), torch.full_like(keyed, -float("inf")), keyed)
-    order = torch.sort(keyed, dim=1, descending=True, stable=True).indices
+    """1-based rank of each item by score descending, ties by position, padding last.
+
+    NaN ranks as -inf (after every finite score, by position among the -inf scores);
+    padding ranks after every real item, -inf and NaN included."""
+    keyed = torch.where(scores.isnan(), torch.full_like(scores, -float("inf")), scores)
+    order = _order_padding_last(keyed, mask)
     r = torch.empty_like(order)
     positions = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
     return r.scatter_(1, order, positions)
@@ -86,11 +99,10 @@ def discounts(rank: Tensor) -> Tensor:
 def ideal_dcg(weighted_gain: Tensor, mask: Tensor, k: Optional[int]) -> Tensor:
     """DCG@k of the ordering by w*G descending, per row (padding sorts last, also below
     negative w*G, and adds nothing)."""
-    wg = torch.where(mask, weighted_gain, torch.full_like(weighted_gain, -math.inf))
-    ideal = torch.sort(wg, dim=1, descending=True).values
-    r = torch.arange(1, wg.shape[1] + 1, device=wg.device)
+    ideal = weighted_gain.gather(1, _order_padding_last(weighted_gain, mask))
+    r = torch.arange(1, weighted_gain.shape[1] + 1, device=weighted_gain.device)
     ideal = torch.where(r <= mask.sum(1, keepdim=True), ideal, torch.zeros_like(ideal))
-    d = discounts(r).to(wg.dtype)
+    d = discounts(r).to(weighted_gain.dtype)
     if k is not None:
         d = torch.where(r <= k, d, torch.zeros_like(d))
     return (ideal * d).sum(1)
@@ -215,7 +227,9 @@ def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
                 d = torch.where(idcg > 0, d / torch.where(idcg > 0, idcg, torch.ones_like(idcg)), torch.zeros_like(d))
             v = d
         elif name == "mrr":
-            v = torch.where(rel & cut, 1.0 / pos, zero).max(1).values
+            # 1 / rank of the first relevant item: a sum, not a max, so that a batch of
+            # empty lists (L = 0) gives 0 instead of a max over an empty dimension
+            v = torch.where(rel & cut & (hits == 1), 1.0 / pos, zero).sum(1)
         elif name == "ap":
             v = torch.where(rel & cut, hits / pos, zero).sum(1) / R.clamp_min(1)
         elif name in ("precision", "recall"):
@@ -349,8 +363,7 @@ def listmle_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group
     check_choice("reduction", reduction, REDUCTIONS)
     S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
                                   mask=mask, group_ids=group_ids)
-    key = torch.where(valid, Y, torch.full_like(Y, -float("inf")))  # padding last
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    order = _order_padding_last(Y, valid)  # labels descending, ties by position, padding last
     s_pi, w_pi, v_pi = S.gather(1, order), W.gather(1, order), valid.gather(1, order)
     s_pi_kept = torch.where(v_pi, s_pi, _very_negative(s_pi))
     suffix_lse = torch.logcumsumexp(s_pi_kept.flip(1), dim=1).flip(1)

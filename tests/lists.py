@@ -20,3 +20,36 @@ def random_batch(lengths, *, dtype=torch.float64, device="cpu", grades=5, ties=F
     if weights:
         out.append((torch.rand(n, generator=g, dtype=torch.float64) + 0.1).to(device))
     return out
+
+
+def random_masked(B, L, *, seed=0, grades=4, special=False, dtype=torch.float64):
+    """Padded scores, labels, weights [B, L] with a random mask [B, L] whose padding is
+    scattered through the rows (not only at their end): a row with no valid item, a full
+    row, padding before and after real items. With ``special``, two valid items of each
+    later row score -inf with one shared label (0 in some rows, positive in others: equal
+    labels make no pair between them, so no inf - inf), with more padding before them,
+    and every third such row holds a NaN at a valid position (ranked as -inf, by
+    position). Padding holds score 5 (above every real score) and label 3."""
+    g = torch.Generator().manual_seed(seed)
+    S = torch.randn(B, L, generator=g, dtype=torch.float64)
+    Y = torch.randint(0, grades, (B, L), generator=g).to(torch.float64)
+    W = torch.rand(B, L, generator=g, dtype=torch.float64) + 0.1
+    mask = torch.rand(B, L, generator=g) < 0.6
+    mask[0] = False  # an empty row
+    mask[1] = True  # a full row
+    mask[2, 0], mask[2, -1] = False, True  # padding first, a real item last
+    if special:
+        for b in range(3, B):
+            real = mask[b].nonzero().flatten()
+            if real.numel() < 4:
+                continue
+            pick = real[torch.randperm(real.numel(), generator=g)[:3]]
+            S[b, pick[:2]] = -float("inf")
+            Y[b, pick[:2]] = float(b % grades)
+            if b % 3 == 0:  # a NaN too: ranks as -inf, by position among them
+                S[b, pick[2]] = float("nan")
+            first = int(pick.min())  # more padding before the first special item
+            mask[b, :first] &= torch.rand(first, generator=g) < 0.5
+    S = torch.where(mask, S, torch.full_like(S, 5.0))
+    Y = torch.where(mask, Y, torch.full_like(Y, 3.0))
+    return S.to(dtype), Y, W, mask

@@ -6,7 +6,7 @@ import torch
 
 import rankops
 from rankops import reference
-from lists import EDGE_LENGTHS, random_batch
+from lists import EDGE_LENGTHS, random_batch, random_masked
 
 LISTWISE = ["softmax_loss", "listmle_loss", "approx_ndcg_loss"]
 POINTWISE = ["sigmoid_loss", "mse_loss"]
@@ -250,6 +250,27 @@ def test_empty_and_single_lists_give_zero_not_nan(device, name, lengths):
     assert fn(s, y, offsets=off, reduction="none").shape == (len(lengths),)
 
 
+@pytest.mark.parametrize("name", ALL + ["pairwise_loss"])
+@pytest.mark.parametrize("shape", [[0], [0, 0], [0, 0, 0], (2, 0), (0, 3)], ids=str)
+def test_batch_of_empty_lists_kernel_and_reference(device, name, shape):
+    # No item at all (offsets [0], [0, 0], ... or padded [B, 0] / [0, L]): 0 for "mean"
+    # and "sum", B zeros for "none", in the kernels and in the reference alike.
+    if isinstance(shape, list):
+        s = torch.zeros(0, dtype=torch.float64, device=device)
+        args, kw, B = (s, s.clone()), dict(offsets=torch.tensor(shape, device=device)), len(shape) - 1
+    else:
+        S = torch.zeros(shape, dtype=torch.float64, device=device)
+        args, kw, B = (S, S.clone()), dict(mask=torch.zeros(shape, dtype=torch.bool, device=device)), shape[0]
+    for impl in (getattr(rankops, name), getattr(reference, name)):
+        for reduction in ("mean", "sum", "none"):
+            x = args[0].clone().requires_grad_()
+            out = impl(x, args[1], reduction=reduction, **kw)
+            assert out.shape == ((B,) if reduction == "none" else ())
+            assert out.eq(0).all(), (impl.__module__, reduction, out)
+            out.sum().backward()
+            assert x.grad is None or x.grad.eq(0).all()
+
+
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_layouts_agree(device, case):
     name, opts = case
@@ -323,6 +344,24 @@ def test_padding_scores_never_matter(device, case, fill):
         packed.sum().backward()
         assert S_req.grad[~mask].eq(0).all(), S_req.grad
         torch.testing.assert_close(S_req.grad[mask], s_req.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_random_masks_match_reference(device, case):
+    # Padding scattered through the rows (not only at their end), item weights. Finite
+    # scores: the dense reference meets inf - inf at infinite scores (softmax 0 * log 0,
+    # ListMLE's and ApproxNDCG's differences), see the infinite-score tests below.
+    name, opts = case
+    S, Y, W, mask = (t.to(device) for t in random_masked(12, 40, seed=6))
+    S1, S2 = S.clone().requires_grad_(), S.clone().requires_grad_()
+    got = getattr(rankops, name)(S1, Y, mask=mask, weights=W, reduction="none", **opts)
+    want = getattr(reference, name)(S2, Y, mask=mask, weights=W, reduction="none", **opts)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    v = torch.rand(got.shape, dtype=torch.float64, device=device)
+    (got * v).sum().backward()
+    (want * v).sum().backward()
+    assert S1.grad[~mask].eq(0).all()
+    torch.testing.assert_close(S1.grad, S2.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_listmle_exact_gradient_with_tied_scores(device):

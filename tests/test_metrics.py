@@ -9,7 +9,7 @@ import torch
 import rankops
 from rankops import metrics as M
 from rankops import reference
-from lists import EDGE_LENGTHS, random_batch
+from lists import EDGE_LENGTHS, random_batch, random_masked
 
 NAMES = ["ndcg", "dcg", "mrr", "ap", "precision", "recall", "err"]
 FUNCS = {"ndcg": M.ndcg, "dcg": M.dcg, "mrr": M.mrr, "ap": M.ap, "precision": M.precision,
@@ -147,6 +147,38 @@ def test_no_relevant_item_and_empty_lists(device):
     assert empty_batch.item() == 0.0
 
 
+@pytest.mark.parametrize("layout, shape", [("offsets", [0]), ("offsets", [0, 0]), ("offsets", [0, 0, 0]),
+                                           ("padded", (2, 0)), ("padded", (0, 3))], ids=str)
+@pytest.mark.parametrize("empty", ["zero", "one", "skip"])
+def test_batch_of_empty_lists(device, layout, shape, empty):
+    # No item at all: every list is empty. By hand (DESIGN §3): an empty list has no
+    # relevant item, so it scores 0 ("zero"), 1 ("one"; dcg keeps its natural 0) or is
+    # left out ("skip": NaN per list, and a mean over no list is 0).
+    if layout == "offsets":
+        s = torch.zeros(0, dtype=torch.float64, device=device)
+        args, kw = (s, s.clone()), dict(offsets=torch.tensor(shape, device=device))
+        B = len(shape) - 1
+    else:
+        B, L = shape
+        S = torch.zeros(B, L, dtype=torch.float64, device=device)
+        args, kw = (S, S.clone()), dict(mask=torch.zeros(B, L, dtype=torch.bool, device=device))
+    for name in NAMES:
+        filler = {"zero": 0.0, "one": 0.0 if name == "dcg" else 1.0, "skip": math.nan}[empty]
+        per_list = torch.full((B,), filler, dtype=torch.float64)
+        want = {"none": per_list, "sum": per_list.nan_to_num(0.0).sum(),
+                "mean": per_list.nan_to_num(0.0).sum() / max(B, 1) if empty != "skip" else torch.tensor(0.0)}
+        for reduction, expected in want.items():
+            for impl in (FUNCS[name], getattr(reference, name)):
+                got = impl(*args, empty=empty, reduction=reduction, **kw)
+                torch.testing.assert_close(got.cpu(), expected.to(torch.float64), rtol=0, atol=0, equal_nan=True,
+                                           msg=lambda m: f"{impl.__module__}.{name} {reduction}: {m}")
+    for impl in (M.evaluate, reference.evaluate):
+        out = impl(*args, metrics=["ndcg@10", "map", "mrr", "err"], empty=empty, **kw)
+        want_mean = 1.0 if empty == "one" and B > 0 else 0.0
+        assert {k: v.item() for k, v in out.items()} == {"ndcg@10": want_mean, "map": want_mean,
+                                                         "mrr": want_mean, "err": want_mean}
+
+
 def test_graded_versus_binary_definedness(device):
     # label 0.5: a positive gain (ndcg defined) but not relevant at threshold 1
     s = torch.tensor([1.0, 0.0], dtype=torch.float64, device=device)
@@ -224,6 +256,25 @@ def test_evaluate_matches_reference(device, ties, empty, gain):
             for spec in specs:
                 torch.testing.assert_close(got[spec], want[spec], rtol=1e-12, atol=1e-12, equal_nan=True,
                                            msg=lambda m: f"{spec} {reduction}: {m}")
+
+
+@pytest.mark.parametrize("special", [False, True])
+@pytest.mark.parametrize("empty", ["zero", "one", "skip"])
+def test_random_masks_match_reference(device, special, empty):
+    # Padding scattered through the rows; with special, valid items also score -inf or
+    # NaN (ranked as -inf, by position) with padding before them: every real item, -inf
+    # and NaN included, ranks before every padding slot.
+    S, Y, _, mask = (t.to(device) for t in random_masked(30, 25, seed=8, special=special))
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@3", "@10")]
+    kw = dict(mask=mask, metrics=specs, empty=empty, max_grade=3.0)
+    for reduction in ("none", "mean"):
+        got = M.evaluate(S, Y, reduction=reduction, **kw)
+        want = reference.evaluate(S, Y, reduction=reduction, **kw)
+        packed = M.evaluate(S[mask], Y[mask], lengths=mask.sum(1), reduction=reduction, **kw | {"mask": None})
+        for spec in specs:
+            torch.testing.assert_close(got[spec], want[spec], rtol=1e-12, atol=1e-12, equal_nan=True,
+                                       msg=lambda m: f"{spec} {reduction}: {m}")
+            torch.testing.assert_close(packed[spec], want[spec], rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])

@@ -6,7 +6,7 @@ import torch
 
 import rankops
 from rankops import reference
-from lists import EDGE_LENGTHS, random_batch
+from lists import EDGE_LENGTHS, random_batch, random_masked
 
 PAIR_FNS = ["logistic", "hinge", "soft_zero_one"]
 WEIGHTS = ["none", "label_diff", "ndcg", "ndcg2", "ndcg2pp"]
@@ -317,6 +317,37 @@ def test_padding_scores_never_matter(device, pair_fn, fill):
     packed.backward()
     assert S_req.grad[~mask].eq(0).all(), S_req.grad
     torch.testing.assert_close(S_req.grad[mask], s_req.grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 3])
+@pytest.mark.parametrize("special", [False, True])
+def test_random_masks_match_reference(device, fn, weight, k, special):
+    # Padding scattered through the rows (not only at their end). With special, valid
+    # items also score -inf (label 0) or NaN, so the rank of a real -inf/NaN item
+    # against the padding before it matters: the ndcg weights use it.
+    S, Y, W, mask = (t.to(device) for t in random_masked(12, 40, seed=5, special=special))
+    opts = dict(pair_fn=fn, weight=weight, k=k, weights=W, reduction="none")
+    S1, S2 = S.clone().requires_grad_(), S.clone().requires_grad_()
+    got = rankops.pairwise_loss(S1, Y, mask=mask, **opts)
+    want = reference.pairwise_loss(S2, Y, mask=mask, **opts)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+    got.sum().backward()
+    want.sum().backward()
+    assert S1.grad[~mask].eq(0).all()
+    # A NaN makes its whole list NaN. A label-0 -inf item is only ever the less relevant
+    # item of a pair, at d = +inf where every pair function is flat: gradient exactly 0.
+    # The dense reference meets inf - inf (NaN) at the -inf items' own gradients, so the
+    # gradients are compared at the finite items of the lists without NaN.
+    nan_row = (S.isnan() & mask).any(1, keepdim=True)
+    assert nan_row.any() == special
+    finite = mask & torch.isfinite(S) & ~nan_row
+    assert torch.isfinite(S1.grad[mask & ~nan_row]).all()
+    assert S1.grad[mask & S.isneginf() & (Y == 0)].eq(0).all()
+    torch.testing.assert_close(S1.grad[finite], S2.grad[finite], rtol=1e-12, atol=1e-12)
+    if not special:
+        torch.testing.assert_close(S1.grad, S2.grad, rtol=1e-12, atol=1e-12)
 
 
 def test_padded_full_rows_without_lengths(device):
