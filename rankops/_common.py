@@ -1,8 +1,11 @@
 """Argument checks and reductions shared by the losses, the metrics and the reference."""
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
+import torch
+import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 
 PAIR_FNS = ("logistic", "hinge", "soft_zero_one")
@@ -20,17 +23,61 @@ def check_choice(name: str, value, choices) -> str:
 def check_k(k) -> Optional[int]:
     if k is None:
         return None
-    if isinstance(k, bool) or not isinstance(k, int):
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):  # int, numpy integers
         raise TypeError(f"k must be an int >= 1 or None, got {type(k).__name__}")
+    k = int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1 (or None for the whole list), got {k}")
     return k
 
 
 def check_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # also numpy scalars
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     return float(value)
+
+
+def check_positive(name: str, value) -> float:
+    value = check_float(name, value)
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def exp2_label_limit(scores_dtype: torch.dtype) -> float:
+    """The largest label whose exp2 gain 2^y - 1 is finite in the accumulation type of
+    scores of this dtype (float32 for float16/bfloat16/float32; float64)."""
+    return 1023.0 if scores_dtype == torch.float64 else 127.0
+
+
+def exp2_limit_for(scores, takes_gain: bool, gain) -> Optional[float]:
+    """The label bound to validate for a loss that takes (``takes_gain``) a gain of kind
+    ``gain`` of the labels: :func:`exp2_label_limit` for exp2, else none."""
+    if takes_gain and gain == "exp2" and isinstance(scores, Tensor):
+        return exp2_label_limit(scores.dtype)
+    return None
+
+
+def check_kernel_autograd(scores: Tensor, labels: Tensor, weights: Optional[Tensor]) -> None:
+    """The C++/CUDA losses give d loss / d scores, in reverse mode. A silent zero
+    gradient for labels or weights, or a zero forward-mode tangent, would be wrong, so
+    these raise instead."""
+    if torch.is_grad_enabled():
+        for name, t in (("labels", labels), ("weights", weights)):
+            if t is not None and t.requires_grad:
+                raise ValueError(
+                    f"{name} requires grad, but this rankops loss is differentiable in the "
+                    f"scores only; pass {name}.detach() (rankops.reference differentiates "
+                    f"{name} too)")
+    if torch.compiler.is_compiling():
+        return
+    if forward_ad.unpack_dual(scores).tangent is not None or (
+            scores.requires_grad and torch._C._functorch.is_functorch_wrapped_tensor(scores)):
+        raise NotImplementedError(
+            "rankops losses support reverse-mode autograd (loss.backward(), "
+            "torch.autograd.grad, torch.autograd.functional.jacobian), not torch.func "
+            "transforms (grad, vjp, jacrev, jvp) or forward-mode AD: their gradients would "
+            "be wrong or fail inside torch")
 
 
 def reduce(per_list: Tensor, reduction: str, denominator: Tensor) -> Tensor:

@@ -20,15 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import segments
-from ._common import GAINS, REDUCTIONS, check_choice, check_float, check_k, reduce
+from ._common import (GAINS, REDUCTIONS, check_choice, check_k, check_kernel_autograd,
+                      check_positive, exp2_limit_for, reduce)
 from ._ops import ops
 
 __all__ = ["softmax_loss", "listmle_loss", "approx_ndcg_loss", "sigmoid_loss", "mse_loss"]
 
 
-def _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate):
+def _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate, exp2_limit=None):
     return segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
-                              mask=mask, group_ids=group_ids, validate=validate)
+                              mask=mask, group_ids=group_ids, validate=validate,
+                              exp2_limit=exp2_limit)
 
 
 def _compute_grad(lists: segments.PackedLists) -> bool:
@@ -48,6 +50,7 @@ def _softmax_packed(lists, *, label_norm=False, reduction="mean"):
     check_choice("reduction", reduction, REDUCTIONS)
     if not isinstance(label_norm, bool):
         raise TypeError(f"label_norm must be a bool, got {type(label_norm).__name__}")
+    check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     loss, _ = ops.softmax_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
                                label_norm, _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
@@ -55,6 +58,7 @@ def _softmax_packed(lists, *, label_norm=False, reduction="mean"):
 
 def _listmle_packed(lists, *, reduction="mean"):
     check_choice("reduction", reduction, REDUCTIONS)
+    check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     loss, _ = ops.listmle_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
                                _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
@@ -64,9 +68,8 @@ def _approx_ndcg_packed(lists, *, temperature=1.0, k=None, gain="exp2", reductio
     check_choice("reduction", reduction, REDUCTIONS)
     check_choice("gain", gain, GAINS)
     k = check_k(k)
-    temperature = check_float("temperature", temperature)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_positive("temperature", temperature)
+    check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     loss, _ = ops.approx_ndcg_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
                                    temperature, k, gain, _compute_grad(lists))
     # DESIGN §3: a single-item list gives 0 (the kernel's -NDCG would be a constant -1 there,
@@ -93,10 +96,10 @@ def _pointwise_packed(lists, per_item_fn, reduction):
         return per_item.sum()
     if reduction == "mean":
         return per_item.sum() / n_items.clamp_min(1).to(acc)
-    # per-list sums: a float64 prefix sum, differenced at the offsets (deterministic)
-    prefix = torch.cat([per_item.new_zeros(1, dtype=torch.float64),
-                        torch.cumsum(per_item.to(torch.float64), 0)])
-    return (prefix[lists.offsets[1:B + 1]] - prefix[lists.offsets[:B]]).to(acc)
+    # per-list sums, each over its own items only (a global prefix sum differenced at the
+    # offsets let one huge or NaN item spoil every later list); segment_reduce sums each
+    # segment in order: deterministic, differentiable, traceable
+    return torch.segment_reduce(per_item, "sum", offsets=lists.offsets, initial=0)[:B]
 
 
 def _sigmoid_items(s, y):
@@ -200,7 +203,8 @@ def approx_ndcg_loss(
     ``(1/T) sum_j sigmoid'((s_j - s_m)/T) (a_j - a_m)``, ``a_i = d loss / d r_i``, is fused
     into the forward pass. ``reduction="mean"`` divides by the number of non-empty lists.
     """
-    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate,
+                    exp2_limit_for(scores, True, gain))
     return _approx_ndcg_packed(lists, temperature=temperature, k=k, gain=gain, reduction=reduction)
 
 

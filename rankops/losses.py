@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from . import segments
-from ._common import GAINS, PAIR_FNS, PAIR_WEIGHTS, REDUCTIONS, check_choice, check_float, check_k, reduce
+from ._common import (GAINS, PAIR_FNS, PAIR_WEIGHTS, REDUCTIONS, check_choice, check_float,
+                      check_k, check_kernel_autograd, check_positive, exp2_limit_for, reduce)
 from ._ops import ops
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "lambdarank_loss",
     "lambdaloss",
 ]
+
+
+NDCG_WEIGHTS = ("ndcg", "ndcg2", "ndcg2pp")
 
 
 def pairwise_loss(
@@ -72,7 +76,8 @@ def pairwise_loss(
     Deterministic on CPU and CUDA; O(N) memory; empty and single-item lists give 0.
     """
     lists = segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
-                               mask=mask, group_ids=group_ids, validate=validate)
+                               mask=mask, group_ids=group_ids, validate=validate,
+                               exp2_limit=exp2_limit_for(scores, weight in NDCG_WEIGHTS, gain))
     return _pairwise_loss_packed(lists, pair_fn=pair_fn, weight=weight, sigma=sigma, margin=margin,
                                  k=k, mu=mu, gain=gain, reduction=reduction)
 
@@ -85,7 +90,13 @@ def _pairwise_loss_packed(lists: segments.PackedLists, *, pair_fn="logistic", we
     check_choice("gain", gain, GAINS)
     check_choice("reduction", reduction, REDUCTIONS)
     k = check_k(k)
-    sigma, margin, mu = check_float("sigma", sigma), check_float("margin", margin), check_float("mu", mu)
+    sigma = check_positive("sigma", sigma)
+    margin, mu = check_float("margin", margin), check_float("mu", mu)
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    if mu < 0:
+        raise ValueError(f"mu must be >= 0, got {mu}")
+    check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     compute_grad = lists.scores.requires_grad and torch.is_grad_enabled()
     loss, _, num_pairs = ops.pairwise_loss(
         lists.scores, lists.labels, lists.offsets, lists.weights, pair_fn, weight, sigma, margin,

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from . import segments
-from ._common import GAINS, REDUCTIONS, check_choice, check_k
+from ._common import GAINS, REDUCTIONS, check_choice, check_k, exp2_label_limit
 from ._metrics_ops import ops
 
 __all__ = [
@@ -85,6 +85,10 @@ METRICS = {
 EMPTY = ("zero", "one", "skip")
 DIVIDE_BY = ("min_k_n", "k")
 _SPEC = re.compile(r"^([a-z]+)(?:@(\d+))?$")
+
+
+# the metrics' arithmetic is float64 whatever the scores' dtype
+METRIC_EXP2_LIMIT = exp2_label_limit(torch.float64)
 
 
 def _check_number(name: str, value, *, minimum=None) -> float:
@@ -127,7 +131,11 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
               opt: _Options, validate: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """Kernel call: per-list values [M, B], defined [M, B] and the counted mask [M, B]
     after the ``empty`` option (values of uncounted lists are 0)."""
-    lists = segments.as_packed(scores, labels, validate=validate, **layout)
+    # Metrics are not differentiable: detached, so their values carry no grad_fn.
+    takes_exp2 = opt.gain == "exp2" and any(name in ("ndcg", "dcg") for name, _ in specs)
+    lists = segments.as_packed(scores.detach() if isinstance(scores, Tensor) else scores,
+                               labels, validate=validate,
+                               exp2_limit=METRIC_EXP2_LIMIT if takes_exp2 else None, **layout)
     if (validate and any(name == "err" for name, _ in specs)
             and not segments._skip_data_checks(lists.labels)):
         if lists.labels.numel() and bool((lists.labels > opt.max_grade).any()):

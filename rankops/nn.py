@@ -57,6 +57,8 @@ class LambdaLoss(_ListLoss):
 # ---- listwise and pointwise losses, and CombinedLoss -----------------------------------
 
 from . import listwise as _listwise  # noqa: E402
+from ._common import exp2_limit_for  # noqa: E402
+from .losses import NDCG_WEIGHTS as _NDCG_WEIGHTS  # noqa: E402
 from . import segments as _segments  # noqa: E402
 
 __all__ += ["SoftmaxLoss", "ListMLELoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
@@ -147,6 +149,10 @@ class CombinedLoss(nn.Module):
             opts.update(own)
             opts.setdefault("reduction", reduction)
             self.parts.append((name, float(weight), fn, {**fixed, **opts}))
+        # labels are validated once for all parts: bounded where any part takes an exp2 gain
+        self._takes_exp2 = any(
+            (o.get("weight") in _NDCG_WEIGHTS or n == "approx_ndcg") and o.get("gain", "exp2") == "exp2"
+            for n, _, _, o in self.parts)
         unused = set(shared_options) - used
         if unused:
             raise TypeError(f"no loss in {sorted(losses)} takes option(s) {', '.join(sorted(unused))}")
@@ -156,7 +162,8 @@ class CombinedLoss(nn.Module):
                 weights=None, validate=True):
         lists = _segments.as_packed(scores, labels, weights=weights, offsets=offsets,
                                     lengths=lengths, mask=mask, group_ids=group_ids,
-                                    validate=validate)
+                                    validate=validate,
+                                    exp2_limit=exp2_limit_for(scores, self._takes_exp2, "exp2"))
         total = None
         for _, weight, fn, opts in self.parts:
             term = weight * fn(lists, **opts)

@@ -16,6 +16,7 @@ Layouts accepted by every loss and metric:
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Optional
 
 import torch
@@ -235,17 +236,28 @@ def _check_scores_labels(scores, labels, weights):
     return scores, labels, weights
 
 
-def _check_label_values(labels: Tensor) -> None:
+def _check_label_values(labels: Tensor, exp2_limit: Optional[float] = None) -> None:
+    """Labels are finite grades >= 0, and <= exp2_limit where an exp2 gain is taken. One
+    host read for all checks."""
     if labels.numel() == 0 or _skip_data_checks(labels):
         return
+    checks = [(labels < 0).any()]
     if labels.dtype.is_floating_point:
-        bad_neg, bad_nan = torch.stack([(labels < 0).any(), labels.isnan().any()]).tolist()
+        checks += [labels.isnan().any(), labels.isinf().any()]
     else:
-        bad_neg, bad_nan = bool((labels < 0).any()), False
-    if bad_nan:
+        checks += [torch.zeros((), dtype=torch.bool, device=labels.device)] * 2
+    if exp2_limit is not None:
+        checks.append((labels > exp2_limit).any())
+    bad = torch.stack(checks).tolist()
+    if bad[1]:
         raise ValueError("labels must not contain NaN")
-    if bad_neg:
+    if bad[2]:
+        raise ValueError("labels must be finite (graded relevance), got inf")
+    if bad[0]:
         raise ValueError("labels must be >= 0 (graded relevance)")
+    if exp2_limit is not None and bad[3]:
+        raise ValueError(f"labels must be <= {exp2_limit:g} with gain='exp2': 2^y - 1 overflows "
+                         "beyond; use gain='linear' for larger labels")
 
 
 def as_packed(
@@ -258,21 +270,34 @@ def as_packed(
     mask: Optional[Tensor] = None,
     group_ids: Optional[Tensor] = None,
     validate: bool = True,
+    exp2_limit: Optional[float] = None,
 ) -> PackedLists:
-    """Resolves any accepted layout to the kernels' packed layout, validating it."""
+    """Resolves any accepted layout to the kernels' packed layout, validating it.
+
+    With ``validate``, labels are checked (finite, >= 0, and <= ``exp2_limit`` where an
+    exp2 gain is taken, see ``rankops._common.exp2_label_limit``); for padded input only the valid
+    items' labels, so padding may hold anything (-1, NaN)."""
     scores, labels, weights = _check_scores_labels(scores, labels, weights)
     given = [n for n, v in (("offsets", offsets), ("lengths", lengths), ("mask", mask),
                             ("group_ids", group_ids)) if v is not None]
     if len(given) > 1:
         raise ValueError(f"give at most one of offsets, lengths, mask, group_ids; got {', '.join(given)}")
-    if validate:
-        _check_label_values(labels)
-
     if scores.dim() == 2:
         if offsets is not None or group_ids is not None:
             raise ValueError("padded [B, L] scores take lengths= or mask=, not offsets=/group_ids=")
-        return _pack_padded(scores, labels, weights, _padded_mask(scores, lengths, mask))
+        if (scores.shape[1] == 1 and scores.shape[0] > 1 and lengths is None and mask is None
+                and not torch.compiler.is_compiling()):
+            warnings.warn(
+                f"scores of shape {tuple(scores.shape)} with no layout are {scores.shape[0]} lists "
+                "of one item each (pairwise and listwise losses are 0 there); for one list of "
+                f"{scores.shape[0]} items pass scores.squeeze(-1)", stacklevel=3)
+        lists = _pack_padded(scores, labels, weights, _padded_mask(scores, lengths, mask))
+        if validate:  # after packing: the padding's labels are 0 there
+            _check_label_values(lists.labels, exp2_limit)
+        return lists
 
+    if validate:
+        _check_label_values(labels, exp2_limit)
     if mask is not None:
         raise ValueError("mask= goes with padded [B, L] scores; packed [N] scores take offsets=")
     n = scores.shape[0]

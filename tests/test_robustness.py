@@ -1,0 +1,269 @@
+"""Inputs users get wrong or push to the edge: gradients asked of labels/weights, forward
+mode and torch.func transforms, signed softmax targets, infinite scores, padding holding
+anything, out-of-range labels, [N, 1] scores, numpy scalars. Expected values are derived
+by hand in the comments."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import rankops
+from rankops import reference
+
+KERNEL_LOSSES = {
+    "ranknet": rankops.ranknet_loss,
+    "lambdarank": rankops.lambdarank_loss,
+    "hinge": rankops.pairwise_hinge_loss,
+    "softmax": rankops.softmax_loss,
+    "listmle": rankops.listmle_loss,
+    "approx_ndcg": rankops.approx_ndcg_loss,
+}
+
+
+def _batch(dtype=torch.float64):
+    s = torch.tensor([0.3, -1.2, 2.0, 0.5, 0.1, -0.4], dtype=dtype)
+    y = torch.tensor([2.0, 0.0, 1.0, 0.0, 1.0, 3.0])
+    return s, y, torch.tensor([0, 3, 6])
+
+
+# ---- autograd: only scores, reverse mode --------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(KERNEL_LOSSES))
+@pytest.mark.parametrize("which", ["labels", "weights"])
+def test_grad_of_labels_or_weights_is_a_clear_error(name, which):
+    s, y, off = _batch()
+    w = torch.rand(6, dtype=torch.float64) + 0.5
+    if which == "labels":
+        y = y.double().requires_grad_()
+    else:
+        w.requires_grad_()
+    for scores in (s, s.clone().requires_grad_()):  # also when scores need no grad
+        with pytest.raises(ValueError, match=f"{which} requires grad.*{which}.detach"):
+            KERNEL_LOSSES[name](scores, y, offsets=off, weights=w)
+    with torch.no_grad():  # no autograd, nothing to refuse
+        KERNEL_LOSSES[name](s, y, offsets=off, weights=w)
+
+
+def test_pointwise_losses_differentiate_labels_and_weights():
+    # plain PyTorch: d/dw sum w (s - y)^2 = (s - y)^2, d/dy = -2 w (s - y)
+    s = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    rankops.mse_loss(s, y, weights=w, reduction="sum").backward()
+    assert w.grad.tolist() == [1.0, 4.0]
+    assert y.grad.tolist() == [-4.0, -2.0]
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_LOSSES))
+def test_forward_mode_and_func_transforms_are_clear_errors(name):
+    s, y, off = _batch()
+    fn = KERNEL_LOSSES[name]
+    with pytest.raises(NotImplementedError, match="reverse-mode"):
+        torch.func.jvp(lambda x: fn(x, y, offsets=off), (s,), (torch.ones_like(s),))
+    with pytest.raises(NotImplementedError, match="reverse-mode"):
+        with torch.autograd.forward_ad.dual_level():
+            fn(torch.autograd.forward_ad.make_dual(s, torch.ones_like(s)), y, offsets=off)
+    with pytest.raises(NotImplementedError, match="reverse-mode"):
+        torch.func.grad(lambda x: fn(x, y, offsets=off))(s)
+    # what the message recommends works: the Jacobian of the per-list losses
+    jac = torch.autograd.functional.jacobian(lambda x: fn(x, y, offsets=off, reduction="none"), s)
+    ref = torch.autograd.functional.jacobian(
+        lambda x: getattr(reference, fn.__name__)(x, y, offsets=off, reduction="none"), s)
+    torch.testing.assert_close(jac, ref)
+
+
+# ---- softmax with signed targets ----------------------------------------------------
+
+@pytest.mark.parametrize("impl", [rankops.softmax_loss, reference.softmax_loss])
+def test_softmax_signed_targets_by_hand(impl):
+    # s = [0, 3], t = w y = [1, -1]: loss = -(log p0 - log p1) = s1 - s0 = 3 although
+    # sum t = 0 (the list is not skipped); gradient (sum t) p - t = [-1, 1].
+    # label_norm divides t by sum |t| = 2: loss 1.5, gradient [-0.5, 0.5].
+    y, w = torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([1.0, -1.0], dtype=torch.float64)
+    for label_norm, loss_want, grad_want in ((False, 3.0, [-1.0, 1.0]), (True, 1.5, [-0.5, 0.5])):
+        s = torch.tensor([0.0, 3.0], dtype=torch.float64, requires_grad=True)
+        loss = impl(s, y, weights=w, label_norm=label_norm)
+        loss.backward()
+        assert loss.item() == pytest.approx(loss_want, rel=1e-12)
+        assert s.grad.tolist() == pytest.approx(grad_want, rel=1e-12)
+    # s = [0, ln 3]: p = [1/4, 3/4]; t = [2, -1]: loss = -(2 ln 1/4 - ln 3/4) = ln 12,
+    # gradient (sum t) p - t = [1/4 - 2, 3/4 + 1] = [-1.75, 1.75]; label_norm: / sum|t| = 3
+    y2, w2 = torch.tensor([2.0, 1.0], dtype=torch.float64), torch.tensor([1.0, -1.0], dtype=torch.float64)
+    for label_norm, scale in ((False, 1.0), (True, 1 / 3)):
+        s = torch.tensor([0.0, math.log(3.0)], dtype=torch.float64, requires_grad=True)
+        loss = impl(s, y2, weights=w2, label_norm=label_norm)
+        loss.backward()
+        assert loss.item() == pytest.approx(math.log(12.0) * scale, rel=1e-12)
+        assert s.grad.tolist() == pytest.approx([-1.75 * scale, 1.75 * scale], rel=1e-12)
+
+
+def test_softmax_all_zero_targets_give_zero():
+    s = torch.tensor([0.0, 3.0, -1.0], requires_grad=True)
+    loss = rankops.softmax_loss(s, torch.tensor([1.0, 0.0, 2.0]), weights=torch.tensor([0.0, 4.0, 0.0]),
+                                label_norm=True)
+    loss.backward()
+    assert loss.item() == 0.0 and s.grad.tolist() == [0.0, 0.0, 0.0]
+
+
+# ---- infinite and NaN scores in the pairwise family ---------------------------------
+
+INF = float("inf")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight", ["none", "ndcg"])
+def test_pairwise_infinite_scores_take_their_limits(dtype, weight):
+    # one pair y0 > y1 (lambda = 1 for "none"; for "ndcg" the same value times
+    # |G0 - G1| |D(1) - D(2)| / IDCG = (1 - 1/log2 3) / 1 when the ranks are (1, 2) or (2, 1))
+    lam = 1.0 if weight == "none" else 1.0 - 1.0 / math.log2(3.0)
+    y = torch.tensor([1.0, 0.0])
+    cases = [  # (scores, pair_fn, loss, gradient): limits of phi(d) and phi'(d) at d = +-inf
+        ([INF, 0.0], "logistic", 0.0, [0.0, 0.0]),
+        ([-INF, 0.0], "logistic", INF, [-1.0, 1.0]),
+        ([0.0, INF], "logistic", INF, [-1.0, 1.0]),
+        ([INF, 0.0], "soft_zero_one", 0.0, [0.0, 0.0]),
+        ([-INF, 0.0], "soft_zero_one", 1.0, [0.0, 0.0]),
+        ([INF, 0.0], "hinge", 0.0, [0.0, 0.0]),
+        ([-INF, 0.0], "hinge", INF, [-1.0, 1.0]),
+    ]
+    rel = 1e-6 if dtype == torch.float32 else 1e-12
+    for scores, fn, loss_want, grad_want in cases:
+        s = torch.tensor(scores, dtype=dtype, requires_grad=True)
+        loss = rankops.pairwise_loss(s, y, pair_fn=fn, weight=weight)
+        loss.backward()
+        assert loss.item() == pytest.approx(lam * loss_want, rel=rel, abs=1e-30), (scores, fn)
+        assert s.grad.tolist() == pytest.approx([lam * g for g in grad_want], rel=rel, abs=1e-30), \
+            (scores, fn)
+
+
+@pytest.mark.parametrize("fn", ["logistic", "hinge", "soft_zero_one"])
+def test_pairwise_infinite_score_next_to_tied_labels(fn):
+    # s = [inf, 0, 1], y = [1, 1, 0]: the tied pair (0, 1) weighs 0 and must not turn
+    # 0 * (inf - 0) into NaN; pairs (0, 2): d = inf, phi = 0; (1, 2): d = -1
+    s = torch.tensor([INF, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    loss = rankops.pairwise_loss(s, torch.tensor([1.0, 1.0, 0.0]), pair_fn=fn, reduction="sum")
+    loss.backward()
+    sig = 1 / (1 + math.exp(-1.0))  # sigmoid(1)
+    value, slope = {"logistic": (math.log1p(math.e), -sig),      # phi(-1), phi'(-1)
+                    "hinge": (2.0, -1.0),
+                    "soft_zero_one": (sig, -sig * (1 - sig))}[fn]
+    assert loss.item() == pytest.approx(value, rel=1e-12)
+    assert s.grad.tolist() == pytest.approx([0.0, slope, -slope], rel=1e-12, abs=1e-300)
+
+
+@pytest.mark.parametrize("fn", ["logistic", "hinge", "soft_zero_one"])
+def test_pairwise_nan_score_gives_nan(fn):
+    s = torch.tensor([float("nan"), 0.0])
+    assert rankops.pairwise_loss(s, torch.tensor([1.0, 0.0]), pair_fn=fn).isnan()
+
+
+# ---- layouts: padding may hold anything, pointwise lists stay apart -----------------
+
+@pytest.mark.parametrize("name", sorted(KERNEL_LOSSES) + ["mse", "sigmoid"])
+@pytest.mark.parametrize("pad_label", [-1.0, float("nan"), float("inf")])
+def test_padding_labels_are_never_validated(name, pad_label):
+    fn = KERNEL_LOSSES.get(name) or getattr(rankops, f"{name}_loss")
+    S = torch.tensor([[0.5, -0.2, 1.0, 0.0], [0.3, 0.8, 0.0, 0.0]], dtype=torch.float64)
+    Y = torch.tensor([[2.0, 0.0, 1.0, pad_label], [1.0, 0.0, pad_label, pad_label]])
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    got = fn(S, Y, mask=mask, reduction="none")
+    packed = fn(S[mask], Y[mask], offsets=torch.tensor([0, 3, 5]), reduction="none")
+    torch.testing.assert_close(got, packed)
+    # a bad label at a valid position is still an error
+    Y[0, 0] = pad_label
+    with pytest.raises(ValueError, match="labels must"):
+        fn(S, Y, mask=mask)
+
+
+@pytest.mark.parametrize("name", ["mse", "sigmoid"])
+def test_pointwise_per_list_values_do_not_leak_between_lists(name):
+    fn = getattr(rankops, f"{name}_loss")
+    y = torch.zeros(3)
+    off = torch.tensor([0, 1, 3])
+    # MSE: list 0 = (1e9)^2 = 1e18, list 1 = 0.1^2 + 0.2^2 = 0.05
+    for big in (1e9, 1e20, float("nan")):
+        got = fn(torch.tensor([big, 0.1, 0.2]), y, offsets=off, reduction="none")
+        want = fn(torch.tensor([0.1, 0.2]), y[:2], reduction="sum")
+        assert got[1].item() == pytest.approx(want.item(), rel=1e-6)
+    if name == "mse":
+        assert want.item() == pytest.approx(0.05, rel=1e-6)
+
+
+# ---- labels out of range ------------------------------------------------------------
+
+def test_infinite_labels_are_an_error():
+    s = torch.randn(3)
+    for fn in (rankops.ranknet_loss, rankops.softmax_loss, rankops.mse_loss):
+        with pytest.raises(ValueError, match="labels must be finite"):
+            fn(s, torch.tensor([0.0, INF, 1.0]))
+    with pytest.raises(ValueError, match="labels must be finite"):
+        rankops.metrics.ndcg(s, torch.tensor([0.0, INF, 1.0]))
+
+
+def test_exp2_gain_labels_must_not_overflow():
+    s = torch.randn(3)
+    y = torch.tensor([0.0, 200.0, 1.0])  # 2^200 overflows float32
+    for call in (lambda: rankops.lambdarank_loss(s, y),
+                 lambda: rankops.lambdaloss(s, y),
+                 lambda: rankops.approx_ndcg_loss(s, y),
+                 lambda: rankops.nn.CombinedLoss({"ranknet": 1.0, "lambdarank": 1.0})(s, y)):
+        with pytest.raises(ValueError, match="labels must be <= 127 with gain='exp2'"):
+            call()
+    # no exp2 gain, or float64 (limit 1023): fine and finite
+    assert torch.isfinite(rankops.lambdarank_loss(s, y, gain="linear"))
+    assert torch.isfinite(rankops.ranknet_loss(s, y))
+    assert torch.isfinite(rankops.nn.CombinedLoss({"ranknet": 1.0, "softmax": 1.0})(s, y))
+    assert torch.isfinite(rankops.lambdarank_loss(s.double(), y))
+    with pytest.raises(ValueError, match="labels must be <= 1023"):
+        rankops.lambdarank_loss(s.double(), torch.tensor([0.0, 2000.0, 1.0]))
+    # the metrics work in float64 whatever the scores' dtype
+    assert torch.isfinite(rankops.metrics.ndcg(s, y))
+    with pytest.raises(ValueError, match="labels must be <= 1023"):
+        rankops.metrics.ndcg(s, torch.tensor([0.0, 2000.0, 1.0]))
+    rankops.metrics.mrr(s, torch.tensor([0.0, 2000.0, 1.0]))  # no gain taken
+
+
+# ---- metrics are values, not graph nodes --------------------------------------------
+
+def test_metric_values_carry_no_grad_fn():
+    s = torch.randn(6, requires_grad=True)
+    y = torch.tensor([2.0, 0.0, 1.0, 0.0, 1.0, 3.0])
+    assert not rankops.metrics.ndcg(s, y, k=3).requires_grad
+    values = rankops.metrics.evaluate(s, y, offsets=torch.tensor([0, 2, 6]), metrics=["map", "mrr"],
+                                      reduction="none")
+    assert not any(v.requires_grad for v in values.values())
+
+
+# ---- arguments ----------------------------------------------------------------------
+
+def test_numpy_scalars_are_accepted():
+    s, y, off = _batch()
+    want = rankops.lambdarank_loss(s, y, offsets=off, k=2, sigma=1.5)
+    got = rankops.lambdarank_loss(s, y, offsets=off, k=np.int64(2), sigma=np.float32(1.5))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(rankops.metrics.ndcg(s, y, offsets=off, k=np.int32(2)),
+                               rankops.metrics.ndcg(s, y, offsets=off, k=2))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sigma=0.0), "sigma must be > 0"),
+    (dict(sigma=-1.0), "sigma must be > 0"),
+    (dict(margin=-0.5, pair_fn="hinge"), "margin must be >= 0"),
+    (dict(mu=-1.0, weight="ndcg2pp"), "mu must be >= 0"),
+])
+def test_nonsensical_pairwise_knobs_are_errors(kwargs, match):
+    s, y, off = _batch()
+    with pytest.raises(ValueError, match=match):
+        rankops.pairwise_loss(s, y, offsets=off, **kwargs)
+
+
+def test_column_scores_without_layout_warn():
+    s, y = torch.randn(5, 1), torch.tensor([[2.0], [0.0], [1.0], [0.0], [1.0]])
+    with pytest.warns(UserWarning, match=r"squeeze\(-1\)"):
+        assert rankops.ranknet_loss(s, y).item() == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rankops.ranknet_loss(s.squeeze(-1), y.squeeze(-1))  # the fix: one list, no warning
+        rankops.ranknet_loss(s, y, lengths=torch.ones(5, dtype=torch.int64))  # explicit layout
