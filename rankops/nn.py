@@ -2,6 +2,7 @@
 given at call time (``loss(scores, labels, offsets=...)``)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from . import losses
@@ -16,6 +17,10 @@ class _ListLoss(nn.Module):
     def __init__(self, **options):
         super().__init__()
         self.options = options
+        # Bad options fail here, not at the first forward: one call on a two-item list
+        # runs every argument check of the function.
+        with torch.no_grad():
+            type(self)._fn(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]), **options)
 
     def forward(self, scores, labels, **layout):
         return type(self)._fn(scores, labels, **self.options, **layout)
@@ -109,12 +114,19 @@ _COMBINABLE = {
 }
 
 
+# the loss functions' own names, accepted too
+_ALIASES = {"pairwise_hinge": "hinge", "pairwise_soft_zero_one": "soft_zero_one",
+            "lambdaloss": "ndcg2pp", "approxndcg": "approx_ndcg"}
+
+
 class CombinedLoss(nn.Module):
     """Several losses, weighted and summed: ``sum_name weight_name * loss_name(scores, labels)``.
 
     ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
     ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listmle"``, ``"approx_ndcg"``, ``"sigmoid"``,
-    ``"mse"``) to its weight, or to ``(weight, {options})`` for options of that loss alone.
+    ``"mse"``; also the functions' names ``"pairwise_hinge"``, ``"pairwise_soft_zero_one"``,
+    ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
+    options of that loss alone; bad options fail at construction.
     ``shared_options`` (``reduction``, ``k``, ``sigma``, ``gain``, ``temperature``, ...) go to
     every loss that takes them; an option no loss takes is a TypeError. Each loss reduces
     with its own convention (pairwise mean: per pair; listwise: per non-empty list;
@@ -135,6 +147,7 @@ class CombinedLoss(nn.Module):
         self.parts = []
         used = set()
         for name, spec in losses.items():
+            name = _ALIASES.get(name, name)
             if name not in _COMBINABLE:
                 raise ValueError(f"unknown loss {name!r} in losses; choose from {', '.join(_COMBINABLE)}")
             weight, own = (spec if isinstance(spec, tuple) else (spec, {}))
@@ -157,6 +170,9 @@ class CombinedLoss(nn.Module):
         if unused:
             raise TypeError(f"no loss in {sorted(losses)} takes option(s) {', '.join(sorted(unused))}")
         self.reduction = reduction
+        self.shared_options = dict(shared_options, reduction=reduction)
+        with torch.no_grad():  # every option's value checked now, on a two-item list
+            self(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))
 
     def forward(self, scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
                 weights=None, validate=True):
@@ -171,4 +187,6 @@ class CombinedLoss(nn.Module):
         return total
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{name}={w!r}" for name, w, _, _ in self.parts)
+        parts = ", ".join(f"{name}={w!r}" for name, w, _, _ in self.parts)
+        shared = ", ".join(f"{k}={v!r}" for k, v in self.shared_options.items())
+        return f"{parts}, {shared}"

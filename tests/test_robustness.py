@@ -267,3 +267,28 @@ def test_column_scores_without_layout_warn():
         warnings.simplefilter("error")
         rankops.ranknet_loss(s.squeeze(-1), y.squeeze(-1))  # the fix: one list, no warning
         rankops.ranknet_loss(s, y, lengths=torch.ones(5, dtype=torch.int64))  # explicit layout
+
+
+# ---- modules: options checked at construction ---------------------------------------
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: rankops.nn.LambdaLoss(variant="bogus"), ValueError, "variant must be one of"),
+    (lambda: rankops.nn.LambdaRankLoss(k=0), ValueError, "k must be >= 1"),
+    (lambda: rankops.nn.RankNetLoss(sigmaa=2.0), TypeError, "sigmaa"),
+    (lambda: rankops.nn.ApproxNDCGLoss(temperature=0.0), ValueError, "temperature must be > 0"),
+    (lambda: rankops.nn.CombinedLoss({"lambdarank": 1.0}, k=0), ValueError, "k must be >= 1"),
+    (lambda: rankops.nn.CombinedLoss({"softmax": (1.0, {"label_norm": 1})}), TypeError, "label_norm"),
+])
+def test_modules_check_options_at_construction(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_combined_loss_takes_function_names_and_shows_shared_options():
+    s, y, off = _batch()
+    by_alias = rankops.nn.CombinedLoss({"lambdaloss": 1.0, "pairwise_hinge": 0.5}, k=2)
+    by_name = rankops.nn.CombinedLoss({"ndcg2pp": 1.0, "hinge": 0.5}, k=2)
+    torch.testing.assert_close(by_alias(s, y, offsets=off), by_name(s, y, offsets=off))
+    want = rankops.lambdaloss(s, y, offsets=off, k=2) + 0.5 * rankops.pairwise_hinge_loss(s, y, offsets=off)
+    torch.testing.assert_close(by_alias(s, y, offsets=off), want)
+    assert "k=2" in repr(by_alias) and "ndcg2pp=1.0" in repr(by_alias)
