@@ -53,3 +53,38 @@ def random_masked(B, L, *, seed=0, grades=4, special=False, dtype=torch.float64)
     S = torch.where(mask, S, torch.full_like(S, 5.0))
     Y = torch.where(mask, Y, torch.full_like(Y, 3.0))
     return S.to(dtype), Y, W, mask
+
+
+def assert_close_per_list(got, want, offsets=None, *, rtol, list_rtol=None, atol=0.0, msg=""):
+    """``|got - want| <= rtol * |want| + list_rtol * scale + atol`` elementwise (list_rtol
+    defaults to rtol), where scale is the largest finite ``|want|`` of the element's own
+    list (``offsets``: the elements are items of those lists) or 0 (no ``offsets``: each
+    element is a per-list value, e.g. a loss).
+
+    A tolerance scaled by the batch's largest value would leave a short list beside a
+    long one (small values) effectively unchecked; this one follows each list's scale.
+    NaN must match NaN, inf the same inf."""
+    got = got.detach().to("cpu", torch.float64)
+    want = want.detach().to("cpu", torch.float64)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    same = (got == want) | (got.isnan() & want.isnan())  # also equal infinities
+    scale = torch.zeros_like(want)
+    if offsets is not None:
+        offsets = offsets.cpu()
+        lengths = offsets[1:] - offsets[:-1]
+        list_of = torch.repeat_interleave(torch.arange(lengths.numel()), lengths)
+        finite = torch.where(torch.isfinite(want), want.abs(), torch.zeros_like(want))
+        per_list = torch.zeros(lengths.numel(), dtype=torch.float64).scatter_reduce(
+            0, list_of, finite, "amax")
+        scale = per_list[list_of]
+    err = (got - want).abs()
+    list_rtol = rtol if list_rtol is None else list_rtol
+    allowed = rtol * want.abs() + list_rtol * scale + atol
+    bad = ~same & ~(err <= allowed)  # a NaN err (NaN on one side only) is bad
+    if bad.any():
+        ratio = torch.where(bad, err / allowed, torch.zeros_like(err)).nan_to_num(float("inf"))
+        worst = int(ratio.argmax())
+        where = f"item {worst} (list {int(list_of[worst])})" if offsets is not None else f"list {worst}"
+        raise AssertionError(
+            f"{msg}{int(bad.sum())} of {bad.numel()} values off; worst at {where}: got "
+            f"{float(got[worst])!r}, want {float(want[worst])!r}, err/allowed {float(ratio[worst]):.3g}")

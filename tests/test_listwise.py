@@ -6,7 +6,7 @@ import torch
 
 import rankops
 from rankops import reference
-from lists import EDGE_LENGTHS, random_batch, random_masked
+from lists import EDGE_LENGTHS, assert_close_per_list, random_batch, random_masked
 
 LISTWISE = ["softmax_loss", "listmle_loss", "approx_ndcg_loss"]
 POINTWISE = ["sigmoid_loss", "mse_loss"]
@@ -20,6 +20,15 @@ OPTIONS = {
     "mse_loss": [{}],
 }
 CASES = [(name, opts) for name in ALL for opts in OPTIONS[name]]
+
+# unit roundoff of the dtype: one rounding to nearest is within u * |x| (plus half the
+# subnormal spacing near 0: 2^-25 for float16; bfloat16's is below any value here)
+ROUNDOFF = {torch.float16: (2.0 ** -11, 2.0 ** -25), torch.bfloat16: (2.0 ** -8, 0.0)}
+# float32 accuracy per list: the worst error measured on the lists of the low-precision
+# test below (up to 300 items) is ~1e-6 of the list's scale (its loss; its largest
+# |gradient|); 1e-5 leaves room for other summation orders and stays 50x below float16's
+# roundoff (a kernel accumulating in float16/bfloat16 is off by ~1e-3)
+F32_RTOL = 1e-5
 
 
 def _ids(case):
@@ -419,16 +428,34 @@ def test_approx_ndcg_infinite_scores_finite_gradient(device, k):
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
-def test_huge_score_gaps_stay_finite(device, case, dtype):
+def test_huge_score_gaps_match_reference(device, case, dtype):
+    # gaps of 5e3..2e4 (exp overflows in float32 beyond ~88) and an exact tie at 1e4;
+    # the float64 reference on the same (cast) scores is the truth
     name, opts = case
-    s = torch.tensor([1e4, -1e4, 0.0, 5e3, -5e3, 1e4], device=device).to(dtype).requires_grad_()
+    s = torch.tensor([1e4, -1e4, 0.0, 5e3, -5e3, 1e4], device=device).to(dtype)
     y = torch.tensor([0.0, 3.0, 1.0, 2.0, 4.0, 1.0], device=device)
-    loss = getattr(rankops, name)(s, y, reduction="sum", **opts)
+    s_req = s.clone().requires_grad_()
+    loss = getattr(rankops, name)(s_req, y, reduction="sum", **opts)
     loss.backward()
-    assert torch.isfinite(loss).all() and torch.isfinite(s.grad.float()).all()
+    assert torch.isfinite(loss).all() and torch.isfinite(s_req.grad.float()).all()
+    x = s.double().requires_grad_()
+    want = getattr(reference, name)(x, y, reduction="sum", **opts)
+    want.backward()
+    # The kernels form exp(s_i - logsumexp(s)) with the log-sum-exp rounded in the
+    # accumulation type: at |s| ~ 1e4 that rounding alone (u * |s|, u = 2^-24 in float32,
+    # 2^-53 in float64) moves the probabilities by ~6e-4 (float32) relative, measured
+    # 2e-4 here. So the tolerance is the accumulation type's plain one plus 2 u max|s|.
+    big = s.double().abs().max().item()
     if dtype == torch.float64:
-        ref = getattr(reference, name)(s.detach(), y, reduction="sum", **opts)
-        torch.testing.assert_close(loss, ref)
+        tol = 1e-12 + 2 * 2.0 ** -53 * big
+        torch.testing.assert_close(loss, want, rtol=tol, atol=1e-12)
+        torch.testing.assert_close(s_req.grad, x.grad, rtol=tol, atol=tol * x.grad.abs().max().item())
+        return
+    tol = F32_RTOL + 2 * 2.0 ** -24 * big
+    assert_close_per_list(loss, want, rtol=tol, msg="loss: ")
+    u, tiny = ROUNDOFF.get(dtype, (0.0, 0.0))  # float32: no rounding after the kernel
+    assert_close_per_list(s_req.grad, x.grad, torch.tensor([0, 6]), rtol=u, list_rtol=tol,
+                          atol=tiny, msg="gradient: ")
 
 
 @pytest.mark.parametrize("name", LISTWISE)
@@ -450,22 +477,51 @@ def test_deterministic_and_thread_count_independent(name):
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
 
 
+# Low precision (float16, bfloat16 scores): the kernels (and the pointwise losses) widen
+# the scores to float32 and accumulate in float32 (DESIGN §4), so on the same rounded
+# scores their loss and their float32 item gradient match the float64 reference at
+# float32 accuracy; the gradient autograd hands back is that float32 gradient rounded
+# once to the scores' dtype.
+
+def _raw_op_args(name, opts):
+    """The options of the op behind a kernel loss, in its schema's order (None: no op)."""
+    if name == "softmax_loss":
+        return (opts.get("label_norm", False),)
+    if name == "listmle_loss":
+        return ()
+    if name == "approx_ndcg_loss":
+        return (opts.get("temperature", 1.0), opts.get("k"), opts.get("gain", "exp2"))
+    return None
+
+
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_low_precision_no_worse_than_reference(device, case, dtype):
+def test_low_precision_matches_float64_reference(device, case, dtype):
     name, opts = case
-    s64, y, off = random_batch([20, 50, 7, 100], device=device)
+    s64, y, off, w = random_batch([20, 50, 7, 100, 0, 1, 300], device=device, weights=True)
     s_low = s64.to(dtype)
-    truth = getattr(reference, name)(s_low.double(), y, offsets=off, reduction="none", **opts)
-    got = getattr(rankops, name)(s_low, y, offsets=off, reduction="none", **opts)
-    ref_low = getattr(reference, name)(s_low, y.to(dtype), offsets=off, reduction="none", **opts)
-    err_got = (got.double() - truth).abs().max().item()
-    err_ref = (ref_low.double() - truth).abs().max().item()
-    assert got.dtype == torch.float32
-    assert err_got <= err_ref + 1e-4 * truth.abs().max().item()
+    x = s_low.double().requires_grad_()  # the same rounded scores, in float64
+    truth = getattr(reference, name)(x, y, offsets=off, weights=w, reduction="none", **opts)
+    truth.sum().backward()
+    raw = _raw_op_args(name, opts)
+    if raw is not None:  # the op itself: float32 loss and float32 item gradient
+        loss32, grad32 = getattr(torch.ops.rankops, name)(s_low, y, off, w, *raw, True)
+        assert loss32.dtype == torch.float32 and grad32.dtype == torch.float32
+        if name == "approx_ndcg_loss":  # the Python layer zeroes one-item lists (DESIGN §3)
+            loss32 = torch.where(off[1:] - off[:-1] >= 2, loss32, torch.zeros_like(loss32))
+        assert_close_per_list(loss32, truth, rtol=F32_RTOL, msg="op loss: ")
+        assert_close_per_list(grad32, x.grad, off, rtol=F32_RTOL, msg="float32 gradient: ")
     s_req = s_low.clone().requires_grad_()
-    getattr(rankops, name)(s_req, y, offsets=off, **opts).backward()
-    assert s_req.grad.dtype == dtype and torch.isfinite(s_req.grad.float()).all()
+    got = getattr(rankops, name)(s_req, y, offsets=off, weights=w, reduction="none", **opts)
+    got.sum().backward()
+    assert got.dtype == torch.float32 and s_req.grad.dtype == dtype
+    assert_close_per_list(got, truth, rtol=F32_RTOL, msg="loss: ")
+    u, tiny = ROUNDOFF[dtype]
+    assert_close_per_list(s_req.grad, x.grad, off, rtol=u, list_rtol=F32_RTOL, atol=tiny, msg="gradient: ")
+    # and no worse than the reference run in the same dtype (DESIGN §7)
+    ref_low = getattr(reference, name)(s_low, y.to(dtype), offsets=off, weights=w.to(dtype),
+                                       reduction="none", **opts)
+    assert (got.double() - truth).abs().max().item() <= (ref_low.double() - truth).abs().max().item()
 
 
 # --------------------------------------------------------------------------------------
