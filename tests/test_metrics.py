@@ -58,18 +58,27 @@ def _hand(name, k, gain="exp2", divide_by="min_k_n", max_grade=4.0):
     return out
 
 
-def test_hand_values_spelled_out():
-    # a few values written out, so the helper above is checked too
-    assert _hand("dcg", 2) == pytest.approx(1.0 + 7.0 / math.log2(3))
-    assert _hand("ap", None) == pytest.approx((1 / 1 + 2 / 2 + 3 / 4) / 3)
-    assert _hand("mrr", None) == 1.0
-    assert _hand("precision", 3) == pytest.approx(2 / 3)
-    assert _hand("precision", 10) == pytest.approx(3 / 4)
-    assert _hand("precision", 10, divide_by="k") == pytest.approx(3 / 10)
-    assert _hand("recall", 2) == pytest.approx(2 / 3)
-    assert _hand("err", 1) == pytest.approx((2.0 - 1) / 16)
+def test_hand_values_spelled_out(device):
+    # a few values written out from the ranked labels (1, 3, 0, 2), checked against the
+    # kernels, the reference and the helper above (which test_hand_list then uses)
+    s = torch.tensor(HAND_SCORES, dtype=torch.float64, device=device)
+    y = torch.tensor(HAND_LABELS, dtype=torch.float64, device=device)
     ideal = 7 + 3 / math.log2(3) + 1 / math.log2(4)
-    assert _hand("ndcg", None) == pytest.approx((1 + 7 / math.log2(3) + 3 / math.log2(5)) / ideal)
+    cases = [
+        ("dcg", dict(k=2), 1.0 + 7.0 / math.log2(3)),
+        ("ap", dict(), (1 / 1 + 2 / 2 + 3 / 4) / 3),
+        ("mrr", dict(), 1.0),
+        ("precision", dict(k=3), 2 / 3),
+        ("precision", dict(k=10), 3 / 4),
+        ("precision", dict(k=10, divide_by="k"), 3 / 10),
+        ("recall", dict(k=2), 2 / 3),
+        ("err", dict(k=1), (2.0 - 1) / 16),
+        ("ndcg", dict(), (1 + 7 / math.log2(3) + 3 / math.log2(5)) / ideal),
+    ]
+    for name, kw, want in cases:
+        assert FUNCS[name](s, y, **kw).item() == pytest.approx(want, rel=1e-12), (name, kw)
+        assert getattr(reference, name)(s, y, **kw).item() == pytest.approx(want, rel=1e-12), (name, kw)
+        assert _hand(name, kw.get("k"), divide_by=kw.get("divide_by", "min_k_n")) == pytest.approx(want, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -231,9 +240,12 @@ def test_all_layouts_agree(device):
             M.evaluate(s[offsets[b]:offsets[b + 1]], y[offsets[b]:offsets[b + 1]], **kw)[spec][0]
             for b in range(5)])
         assert torch.equal(packed[spec], one_by_one)
-    # padded without lengths: every row is a full list
-    full = M.ndcg(padded_s[:, :1], padded_y[:, :1], reduction="none")
-    assert full.shape == (5,)
+    # padded without lengths or mask: every row is a full list (fill values included)
+    full = M.ndcg(padded_s, padded_y, k=3, reduction="none")
+    rows = torch.stack([M.ndcg(padded_s[b], padded_y[b], k=3, reduction="none")[0] for b in range(5)])
+    assert torch.equal(full, rows)
+    torch.testing.assert_close(full, reference.ndcg(padded_s, padded_y, k=3, reduction="none"),
+                               rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------
@@ -300,15 +312,21 @@ def test_single_metric_functions_match_reference(device, name):
 def test_deterministic_and_thread_independent():
     s, y, offsets = random_batch([int(x) for x in torch.randint(0, 300, (400,))], ties=True, seed=5)
     specs = ["ndcg@10", "map", "mrr", "err"]
-    first = M.evaluate(s, y, offsets=offsets, metrics=specs, reduction="none")
     threads = torch.get_num_threads()
+    runs = {}
     try:
-        torch.set_num_threads(1)
-        single = M.evaluate(s, y, offsets=offsets, metrics=specs, reduction="none")
+        for n in (1, 2, 4, 1, 2):  # 1 thread against 2 and 4, twice each
+            torch.set_num_threads(n)
+            assert torch.get_num_threads() == n
+            runs.setdefault(n, []).append(M.evaluate(s, y, offsets=offsets, metrics=specs, reduction="none"))
     finally:
         torch.set_num_threads(threads)
-    for spec in specs:
-        assert torch.equal(first[spec], single[spec])
+    assert torch.get_num_threads() == threads
+    single = runs[1][0]
+    for n, outs in runs.items():
+        for out in outs:
+            for spec in specs:
+                assert torch.equal(out[spec], single[spec]), (n, spec)
 
 
 def test_opcheck_and_fake_kernel():
