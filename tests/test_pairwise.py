@@ -230,15 +230,55 @@ def test_reductions(device):
     torch.testing.assert_close(mean, total / pairs)
 
 
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 2])
+def test_zero_item_weights_still_count_their_pairs_in_the_mean(device, weight, k):
+    # DESIGN §3: "mean" divides by every valid pair (y_i > y_j) of the batch, also the
+    # pairs a zero weight (or the top-k cut) leaves out. List 1 has weight 0 throughout,
+    # the others on every third item.
+    lengths = [6, 5, 9, 1, 7]
+    s, y, off, w = random_batch(lengths, device=device, weights=True, seed=31)
+    w = w.clone()
+    w[::3] = 0.0
+    w[off[1]:off[2]] = 0.0
+    opts = dict(offsets=off, weights=w, weight=weight, k=k)
+    yy, bounds = y.tolist(), off.tolist()
+    pairs = sum(1 for a, b in zip(bounds[:-1], bounds[1:]) for i in range(a, b) for j in range(a, b)
+                if yy[i] > yy[j])
+    weighted_pairs = sum(1 for a, b in zip(bounds[:-1], bounds[1:]) for i in range(a, b)
+                         for j in range(a, b) if yy[i] > yy[j] and w[i] != 0)
+    assert weighted_pairs < pairs  # the zero weights do leave pairs out
+    s1, s2 = s.clone().requires_grad_(), s.clone().requires_grad_()
+    got = rankops.pairwise_loss(s1, y, **opts)  # reduction="mean", the default
+    want = reference.pairwise_loss(s2, y, **opts)
+    total = reference.pairwise_loss(s, y, reduction="sum", **opts)
+    assert total.item() > 0
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(got, total / pairs, rtol=1e-12, atol=0)
+    got.backward()
+    want.backward()
+    torch.testing.assert_close(s1.grad, s2.grad, rtol=1e-12, atol=1e-15)
+    # an all-zero-weight batch: loss 0 (not NaN), zero gradient
+    s3 = s.clone().requires_grad_()
+    zero = rankops.pairwise_loss(s3, y, **dict(opts, weights=torch.zeros_like(w)))
+    zero.backward()
+    assert zero.item() == 0.0 and s3.grad.eq(0).all()
+
+
 @pytest.mark.parametrize("lengths", [[], [0], [0, 0, 1], [1]])
 def test_no_pairs_gives_zero_not_nan(device, lengths):
     s, y, off = random_batch(lengths, device=device)
-    s.requires_grad_()
-    for reduction in ("mean", "sum"):
-        loss = rankops.lambdarank_loss(s, y, offsets=off, reduction=reduction)
-        assert loss.item() == 0.0
-        loss.backward()
-    assert rankops.ranknet_loss(s, y, offsets=off, reduction="none").shape == (len(lengths),)
+    for fn in PAIR_FNS:
+        for weight in WEIGHTS:
+            for reduction in ("mean", "sum", "none"):
+                x = s.clone().requires_grad_()
+                loss = rankops.pairwise_loss(x, y, offsets=off, pair_fn=fn, weight=weight, k=2,
+                                             reduction=reduction)
+                assert loss.shape == ((len(lengths),) if reduction == "none" else ())
+                assert loss.eq(0).all(), (fn, weight, reduction, loss)
+                loss.sum().backward()
+                assert x.grad is not None and x.grad.shape == s.shape
+                assert torch.isfinite(x.grad).all() and x.grad.eq(0).all(), (fn, weight, reduction, x.grad)
 
 
 def test_no_relevant_item_gives_zero_lambda(device):
