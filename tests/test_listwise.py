@@ -281,6 +281,25 @@ def test_batch_of_empty_lists_kernel_and_reference(device, name, shape):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_and_bool_labels_equal_float_labels(device, case, label_dtype):
+    # labels of any real dtype (DESIGN §2): the same loss and gradient as float labels
+    name, opts = case
+    s, y, off, w = random_batch([5, 0, 8, 1, 30], device=device, grades=3, weights=True, seed=9)
+    y_int = (y > 0) if label_dtype == torch.bool else y.to(label_dtype)
+    results = []
+    for labels in (y_int, y_int.to(torch.float64)):
+        x = s.clone().requires_grad_()
+        loss = getattr(rankops, name)(x, labels, offsets=off, weights=w, reduction="none", **opts)
+        loss.sum().backward()
+        results.append((loss.detach(), x.grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    if label_dtype == torch.bool:  # not all 0: the bool labels do carry information
+        assert results[0][0].ne(getattr(rankops, name)(s, torch.zeros_like(y), offsets=off, weights=w,
+                                                       reduction="none", **opts)).any()
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_layouts_agree(device, case):
     name, opts = case
     lengths = torch.tensor([3, 0, 5, 1, 4], device=device)
@@ -371,6 +390,28 @@ def test_random_masks_match_reference(device, case):
     (want * v).sum().backward()
     assert S1.grad[~mask].eq(0).all()
     torch.testing.assert_close(S1.grad, S2.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_permutation_equivariance_without_ties(device, case):
+    # Shuffling the items within each list (distinct scores, and distinct labels, since
+    # ListMLE orders label ties by position) leaves each list's loss unchanged and
+    # permutes the gradient with the items.
+    name, opts = case
+    lengths = [5, 0, 8, 1, 30]
+    s, _, off, w = random_batch(lengths, device=device, weights=True, seed=10)
+    g = torch.Generator().manual_seed(10)
+    y = torch.cat([torch.randperm(n, generator=g).double() * 0.3 for n in lengths]).to(device)
+    perm = torch.cat([a + torch.randperm(b - a, generator=g)
+                      for a, b in zip(off[:-1].tolist(), off[1:].tolist())]).to(device)
+    assert not torch.equal(perm, torch.arange(len(perm), device=device))
+    x1, x2 = s.clone().requires_grad_(), s[perm].clone().requires_grad_()
+    a = getattr(rankops, name)(x1, y, offsets=off, weights=w, reduction="none", **opts)
+    b = getattr(rankops, name)(x2, y[perm], offsets=off, weights=w[perm], reduction="none", **opts)
+    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-13)
+    a.sum().backward()
+    b.sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad[perm], rtol=1e-12, atol=1e-13)
 
 
 def test_listmle_exact_gradient_with_tied_scores(device):
@@ -631,8 +672,14 @@ def _ok():
     "change, error, match",
     [
         (dict(offsets=torch.tensor([0, 3, 6], dtype=torch.int32)), TypeError, "offsets must be int64"),
+        (dict(offsets=torch.tensor([1, 3, 6])), ValueError, "offsets must start at 0"),
+        (dict(offsets=torch.tensor([0, 4, 3, 6])), ValueError, "offsets must be non-decreasing"),
         (dict(offsets=torch.tensor([0, 3, 5])), ValueError, "offsets must end at N = 6"),
         (dict(labels=torch.tensor([0.0, -1, 2, 0, 1, 0])), ValueError, "labels must be >= 0"),
+        # a device mismatch, without a GPU: the meta device
+        (dict(labels=torch.zeros(6, device="meta")), ValueError, "labels must be on the device of scores"),
+        (dict(offsets=torch.tensor([0, 3, 6], device="meta")), ValueError, "offsets must be on the device of scores"),
+        (dict(weights=torch.ones(6, device="meta")), ValueError, "weights must be on the device of scores"),
         (dict(scores=torch.arange(6)), TypeError, "scores must be a floating tensor"),
         (dict(weights=torch.ones(5)), ValueError, "weights must have the shape of scores"),
         (dict(reduction="avg"), ValueError, "reduction must be one of"),
@@ -661,6 +708,16 @@ def test_bad_options(name, opts, error, match):
     s, y, off = _ok()
     with pytest.raises(error, match=match):
         getattr(rankops, name)(s, y, offsets=off, **opts)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and rankops.build_info()["cuda"]),
+                    reason="needs a GPU and a CUDA build")
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_device_mismatch(name):
+    s, y, off = _ok()
+    for kw in (dict(labels=y.cuda(), offsets=off), dict(labels=y, offsets=off.cuda())):
+        with pytest.raises(ValueError, match="must be on the device of scores"):
+            getattr(rankops, name)(s, **kw)
 
 
 def test_direct_op_call_checks_in_cpp():

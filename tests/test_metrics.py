@@ -329,6 +329,47 @@ def test_deterministic_and_thread_independent():
                 assert torch.equal(out[spec], single[spec]), (n, spec)
 
 
+@pytest.mark.skipif(not (torch.cuda.is_available() and rankops.build_info()["cuda"]),
+                    reason="needs a GPU and a CUDA build")
+def test_cuda_device_mismatch():
+    s, y = torch.tensor([0.5, 0.2, 0.1]), torch.tensor([1.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match="labels must be on the device of scores"):
+        M.evaluate(s, y.cuda())
+    with pytest.raises(ValueError, match="offsets must be on the device of scores"):
+        M.evaluate(s, y, offsets=torch.tensor([0, 3], device="cuda"))
+
+
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_and_bool_labels_equal_float_labels(device, label_dtype):
+    # labels of any real dtype (DESIGN §2): the metrics of the same labels as floats
+    s, y, offsets = random_batch([5, 0, 8, 1, 30, 12], device=device, grades=4, ties=True, seed=14)
+    y_int = (y > 0) if label_dtype == torch.bool else y.to(label_dtype)
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@3")]
+    for empty in ("zero", "skip"):
+        kw = dict(offsets=offsets, metrics=specs, empty=empty, max_grade=3, reduction="none")
+        got = M.evaluate(s, y_int, **kw)
+        want = M.evaluate(s, y_int.to(torch.float64), **kw)
+        for spec in specs:
+            assert torch.equal(got[spec].nan_to_num(-1.0), want[spec].nan_to_num(-1.0)), spec
+        assert got["ndcg"].nan_to_num(0.0).sum() > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_permutation_invariance_without_score_ties(device, name):
+    # Without score ties the ranking does not depend on the input order: shuffling the
+    # items within each list leaves every list's value unchanged.
+    lengths = [5, 0, 8, 1, 30, 12]
+    s, y, offsets = random_batch(lengths, device=device, grades=4, seed=15)
+    assert s.unique().numel() == s.numel()
+    g = torch.Generator().manual_seed(15)
+    perm = torch.cat([a + torch.randperm(b - a, generator=g)
+                      for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]).to(device)
+    for k in (None, 3):
+        a = FUNCS[name](s, y, offsets=offsets, k=k, reduction="none")
+        b = FUNCS[name](s[perm], y[perm], offsets=offsets, k=k, reduction="none")
+        torch.testing.assert_close(b, a, rtol=1e-13, atol=1e-15)
+
+
 def test_opcheck_and_fake_kernel():
     s, y, offsets = random_batch([4, 0, 7], seed=6)
     args = (s, y, offsets, ["ndcg", "ap", "precision"], [3, 0, 2], "exp2", 1.0, 4.0, "min_k_n")
@@ -384,6 +425,15 @@ def test_bad_arguments():
         M.ndcg(s, y, offsets=torch.tensor([0, 2]))
     with pytest.raises(TypeError, match="offsets must be int64"):
         M.ndcg(s, y, offsets=torch.tensor([0, 3], dtype=torch.int32))
+    with pytest.raises(ValueError, match="offsets must start at 0"):
+        M.evaluate(s, y, offsets=torch.tensor([1, 3]))
+    with pytest.raises(ValueError, match="offsets must be non-decreasing"):
+        M.evaluate(s, y, offsets=torch.tensor([0, 2, 1, 3]))
+    # a device mismatch, without a GPU: the meta device
+    with pytest.raises(ValueError, match="labels must be on the device of scores"):
+        M.evaluate(s, torch.zeros(3, device="meta"))
+    with pytest.raises(ValueError, match="offsets must be on the device of scores"):
+        M.ndcg(s, y, offsets=torch.tensor([0, 3], device="meta"))
     with pytest.raises(TypeError, match="scores must be a floating"):
         M.ndcg(torch.tensor([1, 2, 3]), y)
     with pytest.raises(ValueError, match="labels must have the shape"):

@@ -97,6 +97,20 @@ def test_golden_ranknet_value_from_design_notes(device):
     assert s.grad.tolist() == pytest.approx([-1.355754, 2.254287, -0.081991, -0.816542], abs=1e-6)
 
 
+@pytest.mark.parametrize("k", [None, 30])
+def test_golden_lambdarank_lightgbm_without_normalisation(device, k):
+    # shared/notes/kernel_design.md appendix, four-item case, row "LGB, norm=false":
+    # LightGBM's lambdarank objective (sigma 1, exp2 label gain 2^y - 1, discount
+    # 1/log2(1 + r), truncation level 30 >= n, so all pairs; lambdarank_norm=false) on
+    # scores (0.5, 1.2, -0.3, 0.0), labels (3, 0, 1, 2) gives g = (-0.244494, 0.356072,
+    # -0.003616, -0.107962): the gradient of sum_pairs |dNDCG_ij| log(1 + exp(-(s_i - s_j)))
+    # with the weights held constant, i.e. LambdaRank's "ndcg" weight, summed per list.
+    s = torch.tensor([0.5, 1.2, -0.3, 0.0], dtype=torch.float64, device=device, requires_grad=True)
+    y = torch.tensor([3.0, 0.0, 1.0, 2.0], dtype=torch.float64, device=device)
+    rankops.lambdarank_loss(s, y, k=k, reduction="sum").backward()
+    assert s.grad.tolist() == pytest.approx([-0.244494, 0.356072, -0.003616, -0.107962], abs=1e-6)
+
+
 def test_named_shortcuts_match_the_general_op(device):
     s, y, off = random_batch([5, 9, 1, 12], device=device)
     pl = rankops.pairwise_loss
@@ -312,6 +326,67 @@ def test_huge_score_gaps_match_reference(device, fn, weight, dtype):
     off = torch.tensor([0, 6])
     u, tiny = ROUNDOFF.get(dtype, (0.0, 0.0))  # float32: no rounding after the kernel
     assert_close_per_list(s_req.grad, x.grad, off, rtol=u, list_rtol=F32_RTOL, atol=tiny, msg="gradient: ")
+
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 3])
+def test_per_list_gradients_sum_to_zero(device, fn, weight, k):
+    # each pair term w_i lambda_ij phi(s_i - s_j) (lambda held constant) adds +c to item
+    # i's gradient and -c to item j's, so every list's gradient sums to 0 (item weights
+    # included); checked against the list's gradient scale
+    lengths = [5, 0, 8, 1, 30, 100]
+    s, y, off, w = random_batch(lengths, device=device, weights=True, seed=12)
+    x = s.clone().requires_grad_()
+    rankops.pairwise_loss(x, y, offsets=off, weights=w, pair_fn=fn, weight=weight, k=k,
+                          reduction="none").sum().backward()
+    bounds = off.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        g = x.grad[a:b]
+        if b - a >= 2 and fn != "hinge":
+            assert g.abs().max() > 0  # not trivially 0
+        assert abs(g.sum().item()) <= 1e-13 * max(g.abs().sum().item(), 1e-300), (a, b, g.sum().item())
+
+
+@pytest.mark.parametrize("fn", PAIR_FNS)
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("k", [None, 3])
+def test_permutation_equivariance_without_score_ties(device, fn, weight, k):
+    # Shuffling the items within each list (distinct scores: the ranks move with the
+    # items) leaves each list's loss unchanged and permutes the gradient with the items.
+    lengths = [5, 0, 8, 1, 30]
+    s, y, off, w = random_batch(lengths, device=device, weights=True, seed=13)
+    assert s.unique().numel() == s.numel()
+    g = torch.Generator().manual_seed(13)
+    perm = torch.cat([a + torch.randperm(b - a, generator=g)
+                      for a, b in zip(off[:-1].tolist(), off[1:].tolist())]).to(device)
+    assert not torch.equal(perm, torch.arange(len(perm), device=device))
+    opts = dict(offsets=off, pair_fn=fn, weight=weight, k=k, reduction="none")
+    x1, x2 = s.clone().requires_grad_(), s[perm].clone().requires_grad_()
+    a = rankops.pairwise_loss(x1, y, weights=w, **opts)
+    b = rankops.pairwise_loss(x2, y[perm], weights=w[perm], **opts)
+    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-13)
+    a.sum().backward()
+    b.sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad[perm], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("weight", WEIGHTS)
+@pytest.mark.parametrize("label_dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_and_bool_labels_equal_float_labels(device, weight, label_dtype):
+    # labels of any real dtype (DESIGN §2): the same loss and gradient as float labels
+    s, y, off, w = random_batch([5, 0, 8, 1, 30], device=device, grades=3, weights=True, seed=9)
+    y_int = (y > 0) if label_dtype == torch.bool else y.to(label_dtype)
+    for fn in PAIR_FNS:
+        results = []
+        for labels in (y_int, y_int.to(torch.float64)):
+            x = s.clone().requires_grad_()
+            loss = rankops.pairwise_loss(x, labels, offsets=off, weights=w, pair_fn=fn, weight=weight,
+                                         k=3, reduction="none")
+            loss.sum().backward()
+            results.append((loss.detach(), x.grad))
+        assert results[0][0].abs().sum() > 0
+        assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
 def test_k_at_least_n_equals_no_truncation(device):
@@ -586,6 +661,8 @@ def _ok():
         (dict(scores=torch.randn(1, 2, 3)), ValueError, "scores must be packed"),
         (dict(weights=torch.ones(5)), ValueError, "weights must have the shape of scores"),
         (dict(labels=torch.zeros(6, device="meta")), ValueError, "labels must be on the device of scores"),
+        (dict(offsets=torch.tensor([0, 3, 6], device="meta")), ValueError, "offsets must be on the device of scores"),
+        (dict(weights=torch.ones(6, device="meta")), ValueError, "weights must be on the device of scores"),
         (dict(k=0), ValueError, "k must be >= 1"),
         (dict(k=2.5), TypeError, "k must be an int"),
         (dict(pair_fn="exp"), ValueError, "pair_fn must be one of"),
