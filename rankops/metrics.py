@@ -344,8 +344,8 @@ class MetricAccumulator:
         if self._sums is None:
             self._sums, self._counts = sums, counts
         else:
-            self._sums = self._sums + sums.to(self._sums.device)
-            self._counts = self._counts + counts.to(self._counts.device)
+            self._sums = self._sums.to(sums.device) + sums
+            self._counts = self._counts.to(counts.device) + counts
 
     def _state(self) -> Tensor:
         if self._sums is not None:
@@ -366,6 +366,25 @@ class MetricAccumulator:
                                          group=self.process_group)
         means = state[0] / state[1].clamp_min(1)
         return {spec: means[j] for j, spec in enumerate(self.metrics)}
+
+    def state_dict(self) -> Dict[str, object]:
+        """This rank's running sums and counts (CPU tensors), to checkpoint a long
+        evaluation and resume it with :meth:`load_state_dict`."""
+        state = self._state().cpu()
+        return {"metrics": list(self.metrics), "sums": state[0].clone(), "counts": state[1].clone()}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        """Restores :meth:`state_dict`'s sums and counts (for the same metrics); later
+        updates add to them on the device of their inputs."""
+        if list(state.get("metrics", [])) != self.metrics:
+            raise ValueError(f"state_dict holds metrics {state.get('metrics')!r}, this accumulator "
+                             f"computes {self.metrics!r}")
+        sums, counts = state["sums"], state["counts"]
+        if not (isinstance(sums, Tensor) and isinstance(counts, Tensor)
+                and sums.shape == counts.shape == (len(self._specs),)):
+            raise ValueError(f"state_dict sums and counts must be tensors of shape [{len(self._specs)}]")
+        self._sums = sums.to(torch.float64).clone()
+        self._counts = counts.to(torch.float64).clone()
 
     @property
     def num_lists(self) -> Tensor:

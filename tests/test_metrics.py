@@ -538,6 +538,31 @@ def test_accumulator_equals_one_call(device, empty):
     assert acc.compute()["map"].item() == 0.0
 
 
+def test_accumulator_state_dict_resumes(device, tmp_path):
+    specs = ["ndcg@10", "map", "mrr"]
+    batches = [random_batch(lens, device=device, seed=10 + i, grades=3)
+               for i, lens in enumerate([[5, 0, 12], [1, 40], [7, 7, 7]])]
+    whole = M.MetricAccumulator(specs)
+    first = M.MetricAccumulator(specs)
+    for i, (s, y, offsets) in enumerate(batches):
+        whole.update(s, y, offsets=offsets)
+        if i < 2:
+            first.update(s, y, offsets=offsets)
+    torch.save(first.state_dict(), tmp_path / "acc.pt")
+    resumed = M.MetricAccumulator(specs)
+    resumed.load_state_dict(torch.load(tmp_path / "acc.pt"))
+    resumed.update(*batches[2][:2], offsets=batches[2][2])
+    got, want = resumed.compute(), whole.compute()
+    for spec in specs:
+        assert got[spec].item() == pytest.approx(want[spec].item(), rel=1e-12)
+    assert torch.equal(resumed.num_lists.cpu(), whole.num_lists.cpu())
+    with pytest.raises(ValueError, match="state_dict holds metrics"):
+        M.MetricAccumulator(["map"]).load_state_dict(first.state_dict())
+    bad = dict(first.state_dict(), sums=torch.zeros(2))
+    with pytest.raises(ValueError, match="shape"):
+        M.MetricAccumulator(specs).load_state_dict(bad)
+
+
 def _distributed_worker(rank, world, port, out_path):
     import torch.distributed as dist
 
