@@ -46,6 +46,22 @@ RANKOPS_HD bool softmax_target_factors(T t_sum, T t_abs_sum, bool label_norm, T&
   return true;
 }
 
+// -log softmax(s)_i = lse - s_i with lse = m + log_sumexp (m the list's max), taken as
+// (m - s_i) + log_sumexp: with |s| near 1e4 a float32 lse is rounded to ~1e-3, which the
+// difference lse - s_i would keep; m - s_i is exact for nearby scores.
+template <typename T>
+RANKOPS_HD T softmax_neg_log_prob(T s, T m, T log_sumexp) {
+  return (m - s) + log_sumexp;
+}
+
+// The shift a list's scores are taken relative to before a log-sum-exp scan (ListMLE): its
+// max where finite, so the scan's values stay near 0 (float32 keeps their low bits);
+// 0 where the max is +-inf or the list is all NaN, which leaves those cases as they were.
+template <typename T>
+RANKOPS_HD T finite_shift(T max_score) {
+  return (max_score - max_score == T(0)) ? max_score : T(0);
+}
+
 // ListMLE's forward scan R_j = R_{j-1} * decay_j + w_j as an associative operator on
 // affine maps x -> x * a + b, so a parallel scan (CUDA) gives the same recurrence.
 template <typename T>

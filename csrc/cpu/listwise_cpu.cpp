@@ -93,16 +93,17 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       T sumexp = 0;
 #pragma omp simd reduction(+ : sumexp)
       for (int64_t i = 0; i < n; ++i) sumexp += math::exp_nonpositive(sp[i] - m);
-      const T lse = m + std::log(sumexp);
+      const T log_sumexp = std::log(sumexp);
       T total = 0;
 #pragma omp simd reduction(+ : total)
-      for (int64_t i = 0; i < n; ++i) total += tp[i] * (lse - sp[i]);
+      for (int64_t i = 0; i < n; ++i) total += tp[i] * softmax_neg_log_prob(sp[i], m, log_sumexp);
       loss_out[b] = total * scale;
       if (!grad_out) continue;
       T* g = grad_out + start;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i)
-        g[i] = mass * math::exp_nonpositive(sp[i] - lse) - tp[i] * scale;
+        g[i] = mass * math::exp_nonpositive(-softmax_neg_log_prob(sp[i], m, log_sumexp)) -
+               tp[i] * scale;
     }
   });
 }
@@ -175,11 +176,16 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       rs.resize(n);
       rw.resize(n);
       lse.resize(n);
+      T max_score = -T(INFINITY);
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = start + order[r];
         rs[r] = static_cast<T>(s_in[i]);
         rw[r] = w_in ? w_in[i] : T(1);
+        max_score = rs[r] > max_score ? rs[r] : max_score;
       }
+      // scores relative to the list's max: the loss and gradient use differences only
+      const T shift = finite_shift(max_score);
+      for (int64_t r = 0; r < n; ++r) rs[r] -= shift;
       // L_r = log sum_{m >= r} exp(s_m), from the end
       lse[n - 1] = rs[n - 1];
       for (int64_t r = n - 2; r >= 0; --r) lse[r] = log_add_exp(rs[r], lse[r + 1]);

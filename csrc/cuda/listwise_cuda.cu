@@ -104,13 +104,14 @@ __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restri
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads)
     sumexp += math::exp_nonpositive(static_cast<T>(s[i]) - m);
   sumexp = block_all_reduce(sumexp, SumOp(), tmp, shared);
-  const T lse = m + log(sumexp);
+  const T log_sumexp = log(sumexp);
   T total = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
     const T si = static_cast<T>(s[i]);
     const T ti = y[i] * (w ? w[i] : T(1));
-    total += ti * (lse - si);
-    if (grad) grad[i] = mass * math::exp_nonpositive(si - lse) - ti * scale;
+    const T neg_log_p = softmax_neg_log_prob(si, m, log_sumexp);
+    total += ti * neg_log_p;
+    if (grad) grad[i] = mass * math::exp_nonpositive(-neg_log_p) - ti * scale;
   }
   total = Reduce(tmp).Reduce(total, SumOp());
   if (threadIdx.x == 0) loss[b] = total * scale;
@@ -142,16 +143,26 @@ __global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restri
     typename ScanA::TempStorage a;
     typename Reduce::TempStorage r;
   } tmp;
+  __shared__ T shared;
   const int64_t b = blockIdx.x;
   const int64_t start = off[b], n = off[b + 1] - start;
   if (n == 0) return;
+
+  // scores relative to the list's max (finite_shift): the loss and gradient use
+  // differences only, and the scan's values stay near 0
+  T max_score = -T(INFINITY);
+  for (int64_t i = start + threadIdx.x; i < start + n; i += kThreads) {
+    const T si = static_cast<T>(s[i]);
+    max_score = si > max_score ? si : max_score;
+  }
+  const T shift = finite_shift(block_all_reduce(max_score, MaxOp(), tmp.r, shared));
 
   // L_p = log sum_{m >= p} exp(s_{pi_m}): a scan over q = n-1-p, tile by tile from the end.
   T carry = -T(INFINITY);
   for (int64_t tile = 0; tile < n; tile += kThreads) {
     const int64_t q = tile + threadIdx.x;
     const int64_t p = n - 1 - q;
-    const T v = q < n ? static_cast<T>(s[perm[start + p]]) : -T(INFINITY);
+    const T v = q < n ? static_cast<T>(s[perm[start + p]]) - shift : -T(INFINITY);
     T out, aggregate;
     ScanL(tmp.l).InclusiveScan(v, out, LogAddExpOp(), aggregate);
     if (q < n) lse[start + p] = log_add_exp(carry, out);
@@ -170,7 +181,7 @@ __global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restri
     int64_t item = 0;
     if (r < n) {
       item = perm[start + r];
-      sr = static_cast<T>(s[item]);
+      sr = static_cast<T>(s[item]) - shift;
       wr = w ? w[item] : T(1);
       lr = lse[start + r];
       const T decay = r > 0 ? math::exp_nonpositive(lr - lse[start + r - 1]) : T(0);
