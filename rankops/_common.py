@@ -45,9 +45,11 @@ def check_positive(name: str, value) -> float:
 
 
 def exp2_label_limit(scores_dtype: torch.dtype) -> float:
-    """The largest label whose exp2 gain 2^y - 1 is finite in the accumulation type of
-    scores of this dtype (float32 for float16/bfloat16/float32; float64)."""
-    return 1023.0 if scores_dtype == torch.float64 else 127.0
+    """The largest label allowed where an exp2 gain 2^y - 1 is taken, for scores of this
+    dtype: 64 (float32 accumulation, whose max is 2^128) or 512 (float64, 2^1024). The
+    margin keeps sums of gains over any list (ideal DCG), their differences and the
+    returned DCG finite, not only a single gain."""
+    return 512.0 if scores_dtype == torch.float64 else 64.0
 
 
 def exp2_limit_for(scores, takes_gain: bool, gain) -> Optional[float]:

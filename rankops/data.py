@@ -53,11 +53,12 @@ class RankingData(torch.utils.data.Dataset):
                            torch.tensor([0, end - start], dtype=torch.int64))
 
     def to(self, *args, **kwargs) -> "RankingData":
-        """All three tensors moved as ``Tensor.to`` moves them; offsets stay int64."""
-        offsets_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
-        offsets_args = [a for a in args if not isinstance(a, torch.dtype)]
-        return RankingData(self.features.to(*args, **kwargs), self.labels.to(*args, **kwargs),
-                           self.offsets.to(*offsets_args, **offsets_kwargs))
+        """Features and labels moved/cast as ``Tensor.to`` does; offsets follow them to
+        their device and stay int64."""
+        features = self.features.to(*args, **kwargs)
+        return RankingData(features, self.labels.to(*args, **kwargs),
+                           self.offsets.to(features.device,
+                                           non_blocking=kwargs.get("non_blocking", False)))
 
     def pin_memory(self) -> "RankingData":
         """Called by ``DataLoader(pin_memory=True)``."""

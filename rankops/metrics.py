@@ -44,6 +44,7 @@ float64 throughout.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -51,7 +52,7 @@ import torch
 from torch import Tensor
 
 from . import segments
-from ._common import GAINS, REDUCTIONS, check_choice, check_k, exp2_label_limit
+from ._common import GAINS, REDUCTIONS, check_choice, check_k, exp2_limit_for
 from ._metrics_ops import ops
 
 __all__ = [
@@ -87,12 +88,8 @@ DIVIDE_BY = ("min_k_n", "k")
 _SPEC = re.compile(r"^([a-z]+)(?:@(\d+))?$")
 
 
-# the metrics' arithmetic is float64 whatever the scores' dtype
-METRIC_EXP2_LIMIT = exp2_label_limit(torch.float64)
-
-
 def _check_number(name: str, value, *, minimum=None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or (minimum is not None and value < minimum):
@@ -132,10 +129,10 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     """Kernel call: per-list values [M, B], defined [M, B] and the counted mask [M, B]
     after the ``empty`` option (values of uncounted lists are 0)."""
     # Metrics are not differentiable: detached, so their values carry no grad_fn.
-    takes_exp2 = opt.gain == "exp2" and any(name in ("ndcg", "dcg") for name, _ in specs)
+    takes_gain = any(name in ("ndcg", "dcg") for name, _ in specs)
     lists = segments.as_packed(scores.detach() if isinstance(scores, Tensor) else scores,
                                labels, validate=validate,
-                               exp2_limit=METRIC_EXP2_LIMIT if takes_exp2 else None, **layout)
+                               exp2_limit=exp2_limit_for(scores, takes_gain, opt.gain), **layout)
     if (validate and any(name == "err" for name, _ in specs)
             and not segments._skip_data_checks(lists.labels)):
         if lists.labels.numel() and bool((lists.labels > opt.max_grade).any()):
@@ -149,7 +146,11 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     values, defined = values[:, :B], defined[:, :B]
     counted = torch.ones_like(defined)
     if opt.empty == "one":
-        keep = defined | torch.tensor([n == "dcg" for n in names], device=defined.device)[:, None]
+        is_dcg = torch.zeros(len(names), 1, dtype=torch.bool, device=defined.device)
+        for j, n in enumerate(names):  # fills on the device: no host copy (CUDA-graph safe)
+            if n == "dcg":
+                is_dcg[j] = True
+        keep = defined | is_dcg
         values = torch.where(keep, values, torch.ones_like(values))
     elif opt.empty == "skip":
         counted = defined
@@ -350,17 +351,17 @@ class MetricAccumulator:
     def _state(self) -> Tensor:
         if self._sums is not None:
             return torch.stack([self._sums, self._counts])
-        device = "cpu"
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            if torch.distributed.get_backend(self.process_group) == "nccl":
-                device = torch.device("cuda", torch.cuda.current_device())
-        return torch.zeros(2, len(self._specs), dtype=torch.float64, device=device)
+        return torch.zeros(2, len(self._specs), dtype=torch.float64)
 
     @torch.no_grad()
     def compute(self) -> Dict[str, Tensor]:
         """``{spec: mean}`` (float64 scalars) over every list seen (on every rank)."""
         state = self._state()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # NCCL reduces CUDA tensors only: also a state that no update moved there
+            # (nothing seen on this rank, or just loaded from a state_dict)
+            if torch.distributed.get_backend(self.process_group) == "nccl":
+                state = state.to(torch.device("cuda", torch.cuda.current_device()))
             state = state.clone()
             torch.distributed.all_reduce(state, op=torch.distributed.ReduceOp.SUM,
                                          group=self.process_group)
@@ -371,7 +372,13 @@ class MetricAccumulator:
         """This rank's running sums and counts (CPU tensors), to checkpoint a long
         evaluation and resume it with :meth:`load_state_dict`."""
         state = self._state().cpu()
-        return {"metrics": list(self.metrics), "sums": state[0].clone(), "counts": state[1].clone()}
+        return {"metrics": list(self.metrics), "options": self._options(),
+                "sums": state[0].clone(), "counts": state[1].clone()}
+
+    def _options(self) -> Dict[str, object]:
+        o = self._opt
+        return {"gain": o.gain, "empty": o.empty, "relevance_threshold": o.threshold,
+                "max_grade": o.max_grade, "divide_by": o.divide_by}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         """Restores :meth:`state_dict`'s sums and counts (for the same metrics); later
@@ -379,6 +386,9 @@ class MetricAccumulator:
         if list(state.get("metrics", [])) != self.metrics:
             raise ValueError(f"state_dict holds metrics {state.get('metrics')!r}, this accumulator "
                              f"computes {self.metrics!r}")
+        if state.get("options") != self._options():
+            raise ValueError(f"state_dict was accumulated with options {state.get('options')!r}, "
+                             f"this accumulator uses {self._options()!r}")
         sums, counts = state["sums"], state["counts"]
         if not (isinstance(sums, Tensor) and isinstance(counts, Tensor)
                 and sums.shape == counts.shape == (len(self._specs),)):

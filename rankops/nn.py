@@ -2,6 +2,8 @@
 given at call time (``loss(scores, labels, offsets=...)``)."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -17,16 +19,21 @@ class _ListLoss(nn.Module):
     def __init__(self, **options):
         super().__init__()
         self.options = options
-        # Bad options fail here, not at the first forward: one call on a two-item list
-        # runs every argument check of the function.
+        # Bad options fail here, not at the first forward: one call on a two-item CPU list
+        # runs every argument check of the function (CPU whatever the default device, so
+        # construction under torch.device("meta"/"cuda") neither fails nor syncs).
         with torch.no_grad():
-            type(self)._fn(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]), **options)
+            type(self)._fn(*_probe_list(), **options)
 
     def forward(self, scores, labels, **layout):
         return type(self)._fn(scores, labels, **self.options, **layout)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+
+def _probe_list():
+    return (torch.tensor([0.0, 1.0], device="cpu"), torch.tensor([1.0, 0.0], device="cpu"))
 
 
 class PairwiseLoss(_ListLoss):
@@ -114,9 +121,15 @@ _COMBINABLE = {
 }
 
 
-# the loss functions' own names, accepted too
+# the loss functions' own names (rankops.<name>_loss, rankops.lambdaloss), accepted too
 _ALIASES = {"pairwise_hinge": "hinge", "pairwise_soft_zero_one": "soft_zero_one",
             "lambdaloss": "ndcg2pp", "approxndcg": "approx_ndcg"}
+
+
+def _combinable_name(name):
+    if isinstance(name, str) and name.endswith("_loss"):
+        name = name[: -len("_loss")]
+    return _ALIASES.get(name, name)
 
 
 class CombinedLoss(nn.Module):
@@ -124,8 +137,8 @@ class CombinedLoss(nn.Module):
 
     ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
     ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listmle"``, ``"approx_ndcg"``, ``"sigmoid"``,
-    ``"mse"``; also the functions' names ``"pairwise_hinge"``, ``"pairwise_soft_zero_one"``,
-    ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
+    ``"mse"``; also the functions' names, with or without ``_loss``: ``"ranknet_loss"``,
+    ``"pairwise_hinge"``, ``"pairwise_soft_zero_one_loss"``, ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
     options of that loss alone; bad options fail at construction.
     ``shared_options`` (``reduction``, ``k``, ``sigma``, ``gain``, ``temperature``, ...) go to
     every loss that takes them; an option no loss takes is a TypeError. Each loss reduces
@@ -147,11 +160,11 @@ class CombinedLoss(nn.Module):
         self.parts = []
         used = set()
         for name, spec in losses.items():
-            name = _ALIASES.get(name, name)
+            name = _combinable_name(name)
             if name not in _COMBINABLE:
                 raise ValueError(f"unknown loss {name!r} in losses; choose from {', '.join(_COMBINABLE)}")
             weight, own = (spec if isinstance(spec, tuple) else (spec, {}))
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
                 raise TypeError(f"the weight of {name!r} must be a number, got {type(weight).__name__}")
             fn, fixed, accepted = _COMBINABLE[name]
             unknown = set(own) - set(accepted) - {"reduction"}
@@ -171,8 +184,8 @@ class CombinedLoss(nn.Module):
             raise TypeError(f"no loss in {sorted(losses)} takes option(s) {', '.join(sorted(unused))}")
         self.reduction = reduction
         self.shared_options = dict(shared_options, reduction=reduction)
-        with torch.no_grad():  # every option's value checked now, on a two-item list
-            self(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))
+        with torch.no_grad():  # every option's value checked now, on a two-item CPU list
+            self(*_probe_list())
 
     def forward(self, scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
                 weights=None, validate=True):

@@ -16,6 +16,8 @@ Layouts accepted by every loss and metric:
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from typing import NamedTuple, Optional
 
@@ -34,6 +36,16 @@ __all__ = [
     "PackedLists",
     "as_packed",
 ]
+
+
+def _caller_stacklevel() -> int:
+    """The ``warnings.warn`` stacklevel of the first frame outside the rankops package, so
+    a warning names the user's line whichever public function it came through."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == package:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _skip_data_checks(x: Tensor) -> bool:
@@ -241,21 +253,16 @@ def _check_label_values(labels: Tensor, exp2_limit: Optional[float] = None) -> N
     host read for all checks."""
     if labels.numel() == 0 or _skip_data_checks(labels):
         return
-    checks = [(labels < 0).any()]
-    if labels.dtype.is_floating_point:
-        checks += [labels.isnan().any(), labels.isinf().any()]
-    else:
-        checks += [torch.zeros((), dtype=torch.bool, device=labels.device)] * 2
-    if exp2_limit is not None:
-        checks.append((labels > exp2_limit).any())
-    bad = torch.stack(checks).tolist()
-    if bad[1]:
+    # min and max tell it all (a NaN makes both NaN): one reduction, one read
+    lo, hi = torch.stack(torch.aminmax(labels.to(torch.uint8) if labels.dtype == torch.bool
+                                       else labels)).tolist()
+    if lo != lo or hi != hi:
         raise ValueError("labels must not contain NaN")
-    if bad[2]:
+    if hi == float("inf") or lo == -float("inf"):
         raise ValueError("labels must be finite (graded relevance), got inf")
-    if bad[0]:
+    if lo < 0:
         raise ValueError("labels must be >= 0 (graded relevance)")
-    if exp2_limit is not None and bad[3]:
+    if exp2_limit is not None and hi > exp2_limit:
         raise ValueError(f"labels must be <= {exp2_limit:g} with gain='exp2': 2^y - 1 overflows "
                          "beyond; use gain='linear' for larger labels")
 
@@ -290,7 +297,7 @@ def as_packed(
             warnings.warn(
                 f"scores of shape {tuple(scores.shape)} with no layout are {scores.shape[0]} lists "
                 "of one item each (pairwise and listwise losses are 0 there); for one list of "
-                f"{scores.shape[0]} items pass scores.squeeze(-1)", stacklevel=3)
+                f"{scores.shape[0]} items pass scores.squeeze(-1)", stacklevel=_caller_stacklevel())
         lists = _pack_padded(scores, labels, weights, _padded_mask(scores, lengths, mask))
         if validate:  # after packing: the padding's labels are 0 there
             _check_label_values(lists.labels, exp2_limit)
@@ -317,8 +324,8 @@ def as_packed(
         if group_ids.device != scores.device:
             raise ValueError(f"group_ids must be on the device of scores ({scores.device}), got {group_ids.device}")
         offsets = offsets_from_group_ids(group_ids)
-    else:
-        offsets = torch.tensor([0, n], dtype=torch.int64, device=scores.device)
+    else:  # [0, n] made on the device (a host copy would break CUDA-graph capture)
+        offsets = torch.arange(2, dtype=torch.int64, device=scores.device) * n
     return PackedLists(scores, labels, weights, offsets, offsets.shape[0] - 1, None, None)
 
 

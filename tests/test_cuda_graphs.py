@@ -69,17 +69,34 @@ def test_cuda_graph_capture_and_replay_listwise(name):
 
 
 @needs_cuda
-def test_cuda_graph_capture_of_metrics():
-    s, y, off = _batch("cuda")
-    metrics = ["ndcg@10", "map", "mrr"]
-    rankops.metrics.evaluate(s, y, offsets=off, metrics=metrics)  # warm-up
+def test_cuda_graph_capture_without_layout_and_padded():
+    # no layout (one list, offsets made on the device) and padded [B, L] input
+    s, y, _ = _batch("cuda")
+    S, Y = s[:360].reshape(6, 60).clone(), y[:360].reshape(6, 60).clone()
+    calls = lambda: (rankops.softmax_loss(s, y), rankops.listmle_loss(S, Y),  # noqa: E731
+                     rankops.approx_ndcg_loss(S, Y, lengths=torch.full((6,), 50, device="cuda")))
+    calls()  # warm-up
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        captured = rankops.metrics.evaluate(s, y, offsets=off, metrics=metrics)
+        captured = calls()
+    graph.replay()
+    for got, want in zip(captured, calls()):
+        assert torch.equal(got, want)
+
+
+@needs_cuda
+@pytest.mark.parametrize("empty", ["zero", "one", "skip"])
+def test_cuda_graph_capture_of_metrics(empty):
+    s, y, off = _batch("cuda")
+    metrics = ["ndcg@10", "map", "mrr", "dcg"]
+    rankops.metrics.evaluate(s, y, offsets=off, metrics=metrics, empty=empty)  # warm-up
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = rankops.metrics.evaluate(s, y, offsets=off, metrics=metrics, empty=empty)
     new_s, _, _ = _batch("cuda", 3)
     s.copy_(new_s)
     graph.replay()
-    eager = rankops.metrics.evaluate(new_s, y, offsets=off, metrics=metrics)
+    eager = rankops.metrics.evaluate(new_s, y, offsets=off, metrics=metrics, empty=empty)
     for m in metrics:
         assert torch.equal(captured[m], eager[m]), m
 

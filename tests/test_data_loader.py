@@ -79,9 +79,12 @@ def test_dataloader_pin_memory_cuda():
 
 
 def test_to_moves_tensors_and_keeps_offsets_int64():
-    d = _small().to(torch.float64)
-    assert d.features.dtype == d.labels.dtype == torch.float64
-    assert d.offsets.dtype == torch.int64
+    for target in (torch.float64, torch.zeros(1, dtype=torch.float64)):  # a dtype, a tensor
+        d = _small().to(target)
+        assert d.features.dtype == d.labels.dtype == torch.float64
+        assert d.offsets.dtype == torch.int64
+    d = _small().to("cpu", torch.float16)
+    assert d.features.dtype == torch.float16 and d.offsets.dtype == torch.int64
 
 
 def test_item_budget_sampler_respects_budget_and_covers_every_query_once():

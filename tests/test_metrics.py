@@ -558,6 +558,8 @@ def test_accumulator_state_dict_resumes(device, tmp_path):
     assert torch.equal(resumed.num_lists.cpu(), whole.num_lists.cpu())
     with pytest.raises(ValueError, match="state_dict holds metrics"):
         M.MetricAccumulator(["map"]).load_state_dict(first.state_dict())
+    with pytest.raises(ValueError, match="accumulated with options"):
+        M.MetricAccumulator(specs, empty="skip").load_state_dict(first.state_dict())
     bad = dict(first.state_dict(), sums=torch.zeros(2))
     with pytest.raises(ValueError, match="shape"):
         M.MetricAccumulator(specs).load_state_dict(bad)

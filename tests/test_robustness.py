@@ -204,25 +204,40 @@ def test_infinite_labels_are_an_error():
 
 def test_exp2_gain_labels_must_not_overflow():
     s = torch.randn(3)
-    y = torch.tensor([0.0, 200.0, 1.0])  # 2^200 overflows float32
+    y = torch.tensor([0.0, 65.0, 1.0])  # beyond the float32 bound of 64
     for call in (lambda: rankops.lambdarank_loss(s, y),
                  lambda: rankops.lambdaloss(s, y),
                  lambda: rankops.approx_ndcg_loss(s, y),
-                 lambda: rankops.nn.CombinedLoss({"ranknet": 1.0, "lambdarank": 1.0})(s, y)):
-        with pytest.raises(ValueError, match="labels must be <= 127 with gain='exp2'"):
+                 lambda: rankops.nn.CombinedLoss({"ranknet": 1.0, "lambdarank": 1.0})(s, y),
+                 lambda: rankops.metrics.dcg(s, y)):
+        with pytest.raises(ValueError, match="labels must be <= 64 with gain='exp2'"):
             call()
-    # no exp2 gain, or float64 (limit 1023): fine and finite
+    # no exp2 gain, or float64 (bound 512): fine and finite
     assert torch.isfinite(rankops.lambdarank_loss(s, y, gain="linear"))
     assert torch.isfinite(rankops.ranknet_loss(s, y))
     assert torch.isfinite(rankops.nn.CombinedLoss({"ranknet": 1.0, "softmax": 1.0})(s, y))
     assert torch.isfinite(rankops.lambdarank_loss(s.double(), y))
-    with pytest.raises(ValueError, match="labels must be <= 1023"):
-        rankops.lambdarank_loss(s.double(), torch.tensor([0.0, 2000.0, 1.0]))
-    # the metrics work in float64 whatever the scores' dtype
-    assert torch.isfinite(rankops.metrics.ndcg(s, y))
-    with pytest.raises(ValueError, match="labels must be <= 1023"):
-        rankops.metrics.ndcg(s, torch.tensor([0.0, 2000.0, 1.0]))
+    with pytest.raises(ValueError, match="labels must be <= 512"):
+        rankops.lambdarank_loss(s.double(), torch.tensor([0.0, 513.0, 1.0]))
     rankops.metrics.mrr(s, torch.tensor([0.0, 2000.0, 1.0]))  # no gain taken
+
+
+@pytest.mark.parametrize("dtype, top", [(torch.float32, 64.0), (torch.float64, 512.0)])
+def test_exp2_gain_at_the_label_bound_stays_finite(dtype, top):
+    # the bound leaves room for sums of gains (the ideal DCG of many top-grade items) and
+    # their differences: every loss and DCG stays finite and equals the reference
+    n = 1000
+    s = torch.linspace(-1, 1, n, dtype=torch.float64).to(dtype)
+    y = torch.zeros(n, dtype=torch.float64)
+    y[::3] = top
+    for name, kwargs in (("lambdarank_loss", {}), ("lambdaloss", {}), ("approx_ndcg_loss", {})):
+        x = s.clone().requires_grad_()
+        loss = getattr(rankops, name)(x, y, **kwargs)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all(), name
+        torch.testing.assert_close(loss.double(), getattr(reference, name)(s.double(), y, **kwargs),
+                                   rtol=1e-4, atol=0)
+    assert torch.isfinite(rankops.metrics.dcg(s, y)) and torch.isfinite(rankops.metrics.ndcg(s, y))
 
 
 # ---- metrics are values, not graph nodes --------------------------------------------
@@ -245,6 +260,10 @@ def test_numpy_scalars_are_accepted():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(rankops.metrics.ndcg(s, y, offsets=off, k=np.int32(2)),
                                rankops.metrics.ndcg(s, y, offsets=off, k=2))
+    torch.testing.assert_close(rankops.metrics.mrr(s, y, offsets=off, relevance_threshold=np.float32(2)),
+                               rankops.metrics.mrr(s, y, offsets=off, relevance_threshold=2.0))
+    combined = rankops.nn.CombinedLoss({"ranknet": np.float64(0.5)})
+    torch.testing.assert_close(combined(s, y, offsets=off), 0.5 * rankops.ranknet_loss(s, y, offsets=off))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -261,7 +280,11 @@ def test_nonsensical_pairwise_knobs_are_errors(kwargs, match):
 
 def test_column_scores_without_layout_warn():
     s, y = torch.randn(5, 1), torch.tensor([[2.0], [0.0], [1.0], [0.0], [1.0]])
-    with pytest.warns(UserWarning, match=r"squeeze\(-1\)"):
+    for fn in (rankops.ranknet_loss, rankops.pairwise_loss, rankops.metrics.ndcg):
+        with pytest.warns(UserWarning, match=r"squeeze\(-1\)") as record:
+            fn(s, y)
+        assert record[0].filename == __file__  # points at the caller's line, not rankops'
+    with pytest.warns(UserWarning):
         assert rankops.ranknet_loss(s, y).item() == 0.0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -284,11 +307,35 @@ def test_modules_check_options_at_construction(make, error, match):
         make()
 
 
+def test_modules_build_on_any_default_device():
+    with torch.device("meta"):
+        for make in (rankops.nn.LambdaRankLoss, rankops.nn.SoftmaxLoss, rankops.nn.MSELoss,
+                     lambda: rankops.nn.CombinedLoss({"lambdarank": 1.0, "softmax": 1.0})):
+            make()
+
+
 def test_combined_loss_takes_function_names_and_shows_shared_options():
     s, y, off = _batch()
+    full_names = rankops.nn.CombinedLoss({"ranknet_loss": 1.0, "approx_ndcg_loss": 1.0,
+                                          "pairwise_soft_zero_one_loss": 1.0})
+    torch.testing.assert_close(full_names(s, y, offsets=off),
+                               rankops.ranknet_loss(s, y, offsets=off)
+                               + rankops.approx_ndcg_loss(s, y, offsets=off)
+                               + rankops.pairwise_soft_zero_one_loss(s, y, offsets=off))
     by_alias = rankops.nn.CombinedLoss({"lambdaloss": 1.0, "pairwise_hinge": 0.5}, k=2)
     by_name = rankops.nn.CombinedLoss({"ndcg2pp": 1.0, "hinge": 0.5}, k=2)
     torch.testing.assert_close(by_alias(s, y, offsets=off), by_name(s, y, offsets=off))
     want = rankops.lambdaloss(s, y, offsets=off, k=2) + 0.5 * rankops.pairwise_hinge_loss(s, y, offsets=off)
     torch.testing.assert_close(by_alias(s, y, offsets=off), want)
     assert "k=2" in repr(by_alias) and "ndcg2pp=1.0" in repr(by_alias)
+
+
+def test_labels_check_reads_min_and_max():
+    s = torch.randn(4)
+    for labels, match in ((torch.tensor([0.0, -float("inf"), 1.0, 2.0]), "finite"),
+                          (torch.tensor([0.0, 1.0, float("nan"), 2.0]), "NaN"),
+                          (torch.tensor([0, -1, 2, 1]), ">= 0")):
+        with pytest.raises(ValueError, match=match):
+            rankops.softmax_loss(s, labels)
+    torch.testing.assert_close(rankops.softmax_loss(s, torch.tensor([True, False, True, False])),
+                               rankops.softmax_loss(s, torch.tensor([1.0, 0.0, 1.0, 0.0])))
