@@ -44,7 +44,6 @@ float64 throughout.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -52,7 +51,7 @@ import torch
 from torch import Tensor
 
 from . import segments
-from ._common import GAINS, REDUCTIONS, check_choice, check_k, exp2_limit_for
+from ._common import GAINS, REDUCTIONS, check_choice, check_float, check_k, exp2_limit_for
 from ._metrics_ops import ops
 
 __all__ = [
@@ -89,9 +88,7 @@ _SPEC = re.compile(r"^([a-z]+)(?:@(\d+))?$")
 
 
 def _check_number(name: str, value, *, minimum=None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    value = check_float(name, value)
     if not math.isfinite(value) or (minimum is not None and value < minimum):
         raise ValueError(f"{name} must be a finite number" + (f" >= {minimum}" if minimum is not None else "")
                          + f", got {value}")
