@@ -37,70 +37,6 @@ def _pairwise_loss_fake(scores, labels, offsets, weights, pair_fn, pair_weight, 
             scores.new_empty(B, dtype=torch.int64))
 
 
-@torch.library.register_fake("rankops::pairwise_loss_backward")
-def _pairwise_loss_backward_fake(grad_loss, item_grad, offsets):
-    return torch.empty_like(item_grad)
-
-
-# ---- autograd: the forward already computed d loss_b / d s_i ------------------------
-
-class _NoDoubleBackward(torch.autograd.Function):
-    """Identity on a returned gradient whose own backward raises: the loss kernels
-    give first derivatives only, and a silent zero Hessian would be wrong."""
-
-    @staticmethod
-    def forward(ctx, grad, scores):
-        return grad.clone()
-
-    @staticmethod
-    def backward(ctx, _):
-        raise RuntimeError(
-            "rankops: double backward (differentiating the gradient of a rankops loss, "
-            "e.g. create_graph=True) is not supported"
-        )
-
-
-def _setup_list_loss(ctx, inputs, output):
-    scores, offsets = inputs[0], inputs[2]
-    item_grad = output[1]
-    ctx.mark_non_differentiable(item_grad, output[2])
-    ctx.save_for_backward(item_grad, offsets)
-    ctx.scores_dtype = scores.dtype
-    ctx.scores = scores  # only to attach the no-double-backward guard
-
-
-def _scaled_item_grad(ctx, grad_loss):
-    item_grad, offsets = ctx.saved_tensors
-    grad_scores = ops.pairwise_loss_backward(grad_loss, item_grad, offsets).to(ctx.scores_dtype)
-    if torch.is_grad_enabled() and ctx.scores.requires_grad:  # create_graph=True
-        grad_scores = _NoDoubleBackward.apply(grad_scores, ctx.scores)
-    return grad_scores
-
-
-def _pairwise_loss_backward(ctx, grad_loss, _grad_item, _grad_pairs):
-    return (_scaled_item_grad(ctx, grad_loss),) + (None,) * 11
-
-
-torch.library.register_autograd(
-    "rankops::pairwise_loss", _pairwise_loss_backward, setup_context=_setup_list_loss
-)
-
-
-def _no_double_backward(ctx, grad):
-    raise NotImplementedError(
-        "rankops: double backward (create_graph=True through a rankops loss) is not supported"
-    )
-
-
-def _setup_none(ctx, inputs, output):
-    pass
-
-
-torch.library.register_autograd(
-    "rankops::pairwise_loss_backward", _no_double_backward, setup_context=_setup_none
-)
-
-
 # ---- listwise family: (loss [B], item_grad [N] or [0]) ------------------------------
 
 def _list_loss_fake(scores, labels, offsets, compute_grad):
@@ -126,31 +62,28 @@ def _approx_ndcg_loss_fake(scores, labels, offsets, weights, temperature, k, gai
     return _list_loss_fake(scores, labels, offsets, compute_grad)
 
 
-def _setup_listwise(ctx, inputs, output):
-    scores, offsets = inputs[0], inputs[2]
-    ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(output[1], offsets)
-    ctx.scores_dtype = scores.dtype
-    ctx.scores = scores  # only to attach the no-double-backward guard
+# ---- autograd ------------------------------------------------------------------------
+# The loss ops' autograd is C++ (csrc/autograd.cpp, on the Autograd dispatch key): their
+# forward already computed d loss_b / d s_i, and the backward scales it by the op's
+# *_backward kernel without entering Python. Called directly, a *_backward op gives first
+# derivatives only.
+
+def _no_double_backward(ctx, grad):
+    raise NotImplementedError(
+        "rankops: double backward (create_graph=True through a rankops loss) is not supported"
+    )
 
 
-def _listwise_autograd(name: str, num_inputs: int):
-    backward_op = getattr(ops, f"{name}_backward")
+def _setup_none(ctx, inputs, output):
+    pass
 
-    def backward(ctx, grad_loss, _grad_item):
-        item_grad, offsets = ctx.saved_tensors
-        grad_scores = backward_op(grad_loss, item_grad, offsets).to(ctx.scores_dtype)
-        if torch.is_grad_enabled() and ctx.scores.requires_grad:  # create_graph=True
-            grad_scores = _NoDoubleBackward.apply(grad_scores, ctx.scores)
-        return (grad_scores,) + (None,) * (num_inputs - 1)
 
+def _backward_op(name: str):
     torch.library.register_fake(f"rankops::{name}_backward")(
         lambda grad_loss, item_grad, offsets: torch.empty_like(item_grad))
-    torch.library.register_autograd(f"rankops::{name}", backward, setup_context=_setup_listwise)
     torch.library.register_autograd(f"rankops::{name}_backward", _no_double_backward,
                                     setup_context=_setup_none)
 
 
-_listwise_autograd("softmax_loss", 6)
-_listwise_autograd("listmle_loss", 5)
-_listwise_autograd("approx_ndcg_loss", 8)
+for _name in ("pairwise_loss", "softmax_loss", "listmle_loss", "approx_ndcg_loss"):
+    _backward_op(_name)
