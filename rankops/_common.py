@@ -52,10 +52,11 @@ def exp2_label_limit(scores_dtype: torch.dtype) -> float:
     return 512.0 if scores_dtype == torch.float64 else 64.0
 
 
-def exp2_limit_for(scores, takes_gain: bool, gain) -> Optional[float]:
-    """The label bound to validate for a loss that takes (``takes_gain``) a gain of kind
-    ``gain`` of the labels: :func:`exp2_label_limit` for exp2, else none."""
-    if takes_gain and gain == "exp2" and isinstance(scores, Tensor):
+def exp2_limit_for(scores, takes_exp2_gain: bool) -> Optional[float]:
+    """The label bound to validate for a loss or metric that takes ``G(y) = 2^y - 1`` of
+    the labels (:func:`exp2_label_limit`), else none. Which ones do is said once, next to
+    each (``*_takes_exp2_gain`` in losses.py and listwise.py)."""
+    if takes_exp2_gain and isinstance(scores, Tensor):
         return exp2_label_limit(scores.dtype)
     return None
 

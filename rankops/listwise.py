@@ -64,6 +64,11 @@ def _listmle_packed(lists, *, reduction="mean"):
     return _reduce_lists(loss, lists, reduction)
 
 
+def _approx_ndcg_takes_exp2_gain(gain="exp2", **_) -> bool:
+    """Whether labels go through ``G(y) = 2^y - 1`` (and must be bounded)."""
+    return gain == "exp2"
+
+
 def _approx_ndcg_packed(lists, *, temperature=1.0, k=None, gain="exp2", reduction="mean"):
     check_choice("reduction", reduction, REDUCTIONS)
     check_choice("gain", gain, GAINS)
@@ -204,7 +209,7 @@ def approx_ndcg_loss(
     into the forward pass. ``reduction="mean"`` divides by the number of non-empty lists.
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate,
-                    exp2_limit_for(scores, True, gain))
+                    exp2_limit_for(scores, _approx_ndcg_takes_exp2_gain(gain)))
     return _approx_ndcg_packed(lists, temperature=temperature, k=k, gain=gain, reduction=reduction)
 
 

@@ -77,9 +77,14 @@ def pairwise_loss(
     """
     lists = segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
                                mask=mask, group_ids=group_ids, validate=validate,
-                               exp2_limit=exp2_limit_for(scores, weight in NDCG_WEIGHTS, gain))
+                               exp2_limit=exp2_limit_for(scores, _pairwise_takes_exp2_gain(weight, gain)))
     return _pairwise_loss_packed(lists, pair_fn=pair_fn, weight=weight, sigma=sigma, margin=margin,
                                  k=k, mu=mu, gain=gain, reduction=reduction)
+
+
+def _pairwise_takes_exp2_gain(weight="none", gain="exp2", **_) -> bool:
+    """Whether labels go through ``G(y) = 2^y - 1`` (and must be bounded): the NDCG weights."""
+    return weight in NDCG_WEIGHTS and gain == "exp2"
 
 
 def _pairwise_loss_packed(lists: segments.PackedLists, *, pair_fn="logistic", weight="none",

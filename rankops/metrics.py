@@ -126,10 +126,10 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     """Kernel call: per-list values [M, B], defined [M, B] and the counted mask [M, B]
     after the ``empty`` option (values of uncounted lists are 0)."""
     # Metrics are not differentiable: detached, so their values carry no grad_fn.
-    takes_gain = any(name in ("ndcg", "dcg") for name, _ in specs)
+    takes_exp2_gain = opt.gain == "exp2" and any(name in ("ndcg", "dcg") for name, _ in specs)
     lists = segments.as_packed(scores.detach() if isinstance(scores, Tensor) else scores,
                                labels, validate=validate,
-                               exp2_limit=exp2_limit_for(scores, takes_gain, opt.gain), **layout)
+                               exp2_limit=exp2_limit_for(scores, takes_exp2_gain), **layout)
     if (validate and any(name == "err" for name, _ in specs)
             and not segments._skip_data_checks(lists.labels)):
         if lists.labels.numel() and bool((lists.labels > opt.max_grade).any()):

@@ -70,7 +70,6 @@ class LambdaLoss(_ListLoss):
 
 from . import listwise as _listwise  # noqa: E402
 from ._common import exp2_limit_for  # noqa: E402
-from .losses import NDCG_WEIGHTS as _NDCG_WEIGHTS  # noqa: E402
 from . import segments as _segments  # noqa: E402
 
 __all__ += ["SoftmaxLoss", "ListMLELoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
@@ -101,23 +100,25 @@ class MSELoss(_ListLoss):
     _fn = staticmethod(_listwise.mse_loss)
 
 
-# name -> (implementation on resolved packed lists, fixed options, options it accepts)
+# name -> (implementation on resolved packed lists, fixed options, options it accepts,
+#          whether it takes an exp2 gain of the labels given its options, or None: never)
+_pairwise, _pairwise_exp2 = losses._pairwise_loss_packed, losses._pairwise_takes_exp2_gain
 _COMBINABLE = {
-    "ranknet": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="none"), ("sigma",)),
-    "hinge": (losses._pairwise_loss_packed, dict(pair_fn="hinge", weight="none"), ("margin",)),
-    "soft_zero_one": (losses._pairwise_loss_packed, dict(pair_fn="soft_zero_one", weight="none"),
-                      ("sigma",)),
-    "lambdarank": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="ndcg"),
-                   ("sigma", "k", "gain")),
-    "ndcg2": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="ndcg2"),
-              ("sigma", "k", "gain")),
-    "ndcg2pp": (losses._pairwise_loss_packed, dict(pair_fn="logistic", weight="ndcg2pp"),
-                ("sigma", "k", "mu", "gain")),
-    "softmax": (_listwise._softmax_packed, {}, ("label_norm",)),
-    "listmle": (_listwise._listmle_packed, {}, ()),
-    "approx_ndcg": (_listwise._approx_ndcg_packed, {}, ("temperature", "k", "gain")),
-    "sigmoid": (_listwise._sigmoid_packed, {}, ()),
-    "mse": (_listwise._mse_packed, {}, ()),
+    "ranknet": (_pairwise, dict(pair_fn="logistic", weight="none"), ("sigma",), None),
+    "hinge": (_pairwise, dict(pair_fn="hinge", weight="none"), ("margin",), None),
+    "soft_zero_one": (_pairwise, dict(pair_fn="soft_zero_one", weight="none"), ("sigma",), None),
+    "lambdarank": (_pairwise, dict(pair_fn="logistic", weight="ndcg"), ("sigma", "k", "gain"),
+                   _pairwise_exp2),
+    "ndcg2": (_pairwise, dict(pair_fn="logistic", weight="ndcg2"), ("sigma", "k", "gain"),
+              _pairwise_exp2),
+    "ndcg2pp": (_pairwise, dict(pair_fn="logistic", weight="ndcg2pp"), ("sigma", "k", "mu", "gain"),
+                _pairwise_exp2),
+    "softmax": (_listwise._softmax_packed, {}, ("label_norm",), None),
+    "listmle": (_listwise._listmle_packed, {}, (), None),
+    "approx_ndcg": (_listwise._approx_ndcg_packed, {}, ("temperature", "k", "gain"),
+                    _listwise._approx_ndcg_takes_exp2_gain),
+    "sigmoid": (_listwise._sigmoid_packed, {}, (), None),
+    "mse": (_listwise._mse_packed, {}, (), None),
 }
 
 
@@ -158,6 +159,7 @@ class CombinedLoss(nn.Module):
             raise TypeError("losses must be a non-empty dict {name: weight or (weight, {options})}")
         reduction = shared_options.pop("reduction", "mean")
         self.parts = []
+        self._takes_exp2 = False
         used = set()
         for name, spec in losses.items():
             name = _combinable_name(name)
@@ -166,7 +168,7 @@ class CombinedLoss(nn.Module):
             weight, own = (spec if isinstance(spec, tuple) else (spec, {}))
             if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
                 raise TypeError(f"the weight of {name!r} must be a number, got {type(weight).__name__}")
-            fn, fixed, accepted = _COMBINABLE[name]
+            fn, fixed, accepted, takes_exp2_gain = _COMBINABLE[name]
             unknown = set(own) - set(accepted) - {"reduction"}
             if unknown:
                 raise TypeError(f"{name!r} does not take option(s) {', '.join(sorted(unknown))}")
@@ -175,10 +177,9 @@ class CombinedLoss(nn.Module):
             opts.update(own)
             opts.setdefault("reduction", reduction)
             self.parts.append((name, float(weight), fn, {**fixed, **opts}))
-        # labels are validated once for all parts: bounded where any part takes an exp2 gain
-        self._takes_exp2 = any(
-            (o.get("weight") in _NDCG_WEIGHTS or n == "approx_ndcg") and o.get("gain", "exp2") == "exp2"
-            for n, _, _, o in self.parts)
+            # labels are validated once for all parts: bounded where any takes an exp2 gain
+            if takes_exp2_gain is not None and takes_exp2_gain(**fixed, **opts):
+                self._takes_exp2 = True
         unused = set(shared_options) - used
         if unused:
             raise TypeError(f"no loss in {sorted(losses)} takes option(s) {', '.join(sorted(unused))}")
@@ -192,7 +193,7 @@ class CombinedLoss(nn.Module):
         lists = _segments.as_packed(scores, labels, weights=weights, offsets=offsets,
                                     lengths=lengths, mask=mask, group_ids=group_ids,
                                     validate=validate,
-                                    exp2_limit=exp2_limit_for(scores, self._takes_exp2, "exp2"))
+                                    exp2_limit=exp2_limit_for(scores, self._takes_exp2))
         total = None
         for _, weight, fn, opts in self.parts:
             term = weight * fn(lists, **opts)
