@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -52,13 +52,15 @@ def exp2_label_limit(scores_dtype: torch.dtype) -> float:
     return 512.0 if scores_dtype == torch.float64 else 64.0
 
 
-def exp2_limit_for(scores, takes_exp2_gain: bool) -> Optional[float]:
-    """The label bound to validate for a loss or metric that takes ``G(y) = 2^y - 1`` of
-    the labels (:func:`exp2_label_limit`), else none. Which ones do is said once, next to
-    each (``*_takes_exp2_gain`` in losses.py and listwise.py)."""
-    if takes_exp2_gain and isinstance(scores, Tensor):
-        return exp2_label_limit(scores.dtype)
-    return None
+def exp2_label_bounds(scores, takes_exp2_gain: bool) -> List[Tuple[float, str]]:
+    """The label bound (``segments.as_packed``'s ``label_bounds``) of a loss or metric that
+    takes ``G(y) = 2^y - 1`` of the labels: :func:`exp2_label_limit`; else none. Which ones
+    do is said once, next to each (``*_takes_exp2_gain`` in losses.py and listwise.py)."""
+    if not (takes_exp2_gain and isinstance(scores, Tensor)):
+        return []
+    limit = exp2_label_limit(scores.dtype)
+    return [(limit, f"labels must be <= {limit:g} with gain='exp2': 2^y - 1 overflows beyond; "
+                    "use gain='linear' for larger labels")]
 
 
 def check_kernel_autograd(scores: Tensor, labels: Tensor, weights: Optional[Tensor]) -> None:

@@ -21,16 +21,16 @@ from torch import Tensor
 
 from . import segments
 from ._common import (GAINS, REDUCTIONS, check_choice, check_k, check_kernel_autograd,
-                      check_positive, exp2_limit_for, reduce)
+                      check_positive, exp2_label_bounds, reduce)
 from ._ops import ops
 
 __all__ = ["softmax_loss", "listmle_loss", "approx_ndcg_loss", "sigmoid_loss", "mse_loss"]
 
 
-def _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate, exp2_limit=None):
+def _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate, label_bounds=()):
     return segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
                               mask=mask, group_ids=group_ids, validate=validate,
-                              exp2_limit=exp2_limit)
+                              label_bounds=label_bounds)
 
 
 def _compute_grad(lists: segments.PackedLists) -> bool:
@@ -209,7 +209,7 @@ def approx_ndcg_loss(
     into the forward pass. ``reduction="mean"`` divides by the number of non-empty lists.
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate,
-                    exp2_limit_for(scores, _approx_ndcg_takes_exp2_gain(gain)))
+                    exp2_label_bounds(scores, _approx_ndcg_takes_exp2_gain(gain)))
     return _approx_ndcg_packed(lists, temperature=temperature, k=k, gain=gain, reduction=reduction)
 
 

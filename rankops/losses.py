@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import segments
 from ._common import (GAINS, PAIR_FNS, PAIR_WEIGHTS, REDUCTIONS, check_choice, check_float,
-                      check_k, check_kernel_autograd, check_positive, exp2_limit_for, reduce)
+                      check_k, check_kernel_autograd, check_positive, exp2_label_bounds, reduce)
 from ._ops import ops
 
 __all__ = [
@@ -77,7 +77,7 @@ def pairwise_loss(
     """
     lists = segments.as_packed(scores, labels, weights=weights, offsets=offsets, lengths=lengths,
                                mask=mask, group_ids=group_ids, validate=validate,
-                               exp2_limit=exp2_limit_for(scores, _pairwise_takes_exp2_gain(weight, gain)))
+                               label_bounds=exp2_label_bounds(scores, _pairwise_takes_exp2_gain(weight, gain)))
     return _pairwise_loss_packed(lists, pair_fn=pair_fn, weight=weight, sigma=sigma, margin=margin,
                                  k=k, mu=mu, gain=gain, reduction=reduction)
 

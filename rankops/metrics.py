@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from . import segments
-from ._common import GAINS, REDUCTIONS, check_choice, check_float, check_k, exp2_limit_for
+from ._common import GAINS, REDUCTIONS, check_choice, check_float, check_k, exp2_label_bounds
 from ._metrics_ops import ops
 
 __all__ = [
@@ -127,14 +127,12 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     after the ``empty`` option (values of uncounted lists are 0)."""
     # Metrics are not differentiable: detached, so their values carry no grad_fn.
     takes_exp2_gain = opt.gain == "exp2" and any(name in ("ndcg", "dcg") for name, _ in specs)
+    bounds = exp2_label_bounds(scores, takes_exp2_gain)
+    if any(name == "err" for name, _ in specs):
+        bounds.append((opt.max_grade, f"labels must be <= max_grade ({opt.max_grade:g}) for err; "
+                                      "pass max_grade= the top of your grading scale"))
     lists = segments.as_packed(scores.detach() if isinstance(scores, Tensor) else scores,
-                               labels, validate=validate,
-                               exp2_limit=exp2_limit_for(scores, takes_exp2_gain), **layout)
-    if (validate and any(name == "err" for name, _ in specs)
-            and not segments._skip_data_checks(lists.labels)):
-        if lists.labels.numel() and bool((lists.labels > opt.max_grade).any()):
-            raise ValueError(f"labels must be <= max_grade ({opt.max_grade:g}) for err; "
-                             "pass max_grade= the top of your grading scale")
+                               labels, validate=validate, label_bounds=bounds, **layout)
     names = [name for name, _ in specs]
     ks = [0 if k is None else k for _, k in specs]
     values, defined = ops.ranking_metrics(lists.scores, lists.labels, lists.offsets, names, ks,

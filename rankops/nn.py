@@ -69,7 +69,7 @@ class LambdaLoss(_ListLoss):
 # ---- listwise and pointwise losses, and CombinedLoss -----------------------------------
 
 from . import listwise as _listwise  # noqa: E402
-from ._common import exp2_limit_for  # noqa: E402
+from ._common import exp2_label_bounds  # noqa: E402
 from . import segments as _segments  # noqa: E402
 
 __all__ += ["SoftmaxLoss", "ListMLELoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
@@ -193,7 +193,7 @@ class CombinedLoss(nn.Module):
         lists = _segments.as_packed(scores, labels, weights=weights, offsets=offsets,
                                     lengths=lengths, mask=mask, group_ids=group_ids,
                                     validate=validate,
-                                    exp2_limit=exp2_limit_for(scores, self._takes_exp2))
+                                    label_bounds=exp2_label_bounds(scores, self._takes_exp2))
         total = None
         for _, weight, fn, opts in self.parts:
             term = weight * fn(lists, **opts)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -66,6 +66,28 @@ def _check_tensor(x, name: str) -> Tensor:
 def _check_integer(x: Tensor, name: str) -> None:
     if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got {x.dtype}")
+
+
+class _DataChecks:
+    """Checks of tensor values, gathered so that all of them cost one host read (one
+    device sync on CUDA) however many arguments they cover. ``add(summary, check)``: a
+    small tensor computed on the device now, and a function that raises from its values
+    (a list of floats) when ``run()`` reads them all, in the order they were added."""
+
+    def __init__(self) -> None:
+        self._parts = []
+
+    def add(self, summary: Tensor, check) -> None:
+        self._parts.append((summary.reshape(-1), check))
+
+    def run(self) -> None:
+        if not self._parts:
+            return
+        values = torch.cat([v.to(torch.float64) for v, _ in self._parts]).tolist()
+        start = 0
+        for summary, check in self._parts:
+            check(values[start:start + summary.numel()])
+            start += summary.numel()
 
 
 def offsets_from_lengths(lengths: Tensor, *, validate: bool = True) -> Tensor:
@@ -127,6 +149,16 @@ def validate_offsets(offsets, n: int, *, device=None, name: str = "offsets") -> 
     Value checks (start at 0, non-decreasing, end at n) read the data: one host sync on
     CUDA, skipped while torch.compile traces or a CUDA graph is captured.
     """
+    offsets = _check_offsets_static(offsets, device, name)
+    if not _skip_data_checks(offsets):
+        checks = _DataChecks()
+        _add_offsets_check(checks, offsets, n, name)
+        checks.run()
+    return offsets
+
+
+def _check_offsets_static(offsets, device, name: str) -> Tensor:
+    """The checks of :func:`validate_offsets` that read no data."""
     offsets = _check_tensor(offsets, name)
     if offsets.dtype != torch.int64:
         raise TypeError(f"{name} must be int64, got {offsets.dtype}")
@@ -134,18 +166,21 @@ def validate_offsets(offsets, n: int, *, device=None, name: str = "offsets") -> 
         raise ValueError(f"{name} must be 1-D with B+1 >= 1 entries, got shape {tuple(offsets.shape)}")
     if device is not None and offsets.device != device:
         raise ValueError(f"{name} must be on the device of scores ({device}), got {offsets.device}")
-    if _skip_data_checks(offsets):
-        return offsets
-    first, last, decreasing = torch.stack(
-        [offsets[0], offsets[-1], (offsets[1:] < offsets[:-1]).any().to(torch.int64)]
-    ).tolist()
-    if first != 0:
-        raise ValueError(f"{name} must start at 0, got {first}")
-    if decreasing:
-        raise ValueError(f"{name} must be non-decreasing")
-    if last != n:
-        raise ValueError(f"{name} must end at N = {n} (the number of items), got {last}")
     return offsets
+
+
+def _add_offsets_check(checks: _DataChecks, offsets: Tensor, n: int, name: str) -> None:
+    def check(values):
+        first, last, decreasing = values
+        if first != 0:
+            raise ValueError(f"{name} must start at 0, got {int(first)}")
+        if decreasing:
+            raise ValueError(f"{name} must be non-decreasing")
+        if last != n:
+            raise ValueError(f"{name} must end at N = {n} (the number of items), got {int(last)}")
+
+    checks.add(torch.stack([offsets[0], offsets[-1],
+                            (offsets[1:] < offsets[:-1]).any().to(torch.int64)]), check)
 
 
 def pack(padded: Tensor, *, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None):
@@ -248,23 +283,27 @@ def _check_scores_labels(scores, labels, weights):
     return scores, labels, weights
 
 
-def _check_label_values(labels: Tensor, exp2_limit: Optional[float] = None) -> None:
-    """Labels are finite grades >= 0, and <= exp2_limit where an exp2 gain is taken. One
-    host read for all checks."""
-    if labels.numel() == 0 or _skip_data_checks(labels):
+def _add_label_check(checks: _DataChecks, labels: Tensor, label_bounds) -> None:
+    """Labels are finite grades >= 0, and <= each ``(bound, message)`` of ``label_bounds``
+    (an exp2 gain's overflow limit, ERR's max_grade). Their min and max tell it all (a NaN
+    makes both NaN): one reduction."""
+    if labels.numel() == 0:
         return
-    # min and max tell it all (a NaN makes both NaN): one reduction, one read
-    lo, hi = torch.stack(torch.aminmax(labels.to(torch.uint8) if labels.dtype == torch.bool
-                                       else labels)).tolist()
-    if lo != lo or hi != hi:
-        raise ValueError("labels must not contain NaN")
-    if hi == float("inf") or lo == -float("inf"):
-        raise ValueError("labels must be finite (graded relevance), got inf")
-    if lo < 0:
-        raise ValueError("labels must be >= 0 (graded relevance)")
-    if exp2_limit is not None and hi > exp2_limit:
-        raise ValueError(f"labels must be <= {exp2_limit:g} with gain='exp2': 2^y - 1 overflows "
-                         "beyond; use gain='linear' for larger labels")
+
+    def check(values):
+        lo, hi = values
+        if lo != lo or hi != hi:
+            raise ValueError("labels must not contain NaN")
+        if hi == float("inf") or lo == -float("inf"):
+            raise ValueError("labels must be finite (graded relevance), got inf")
+        if lo < 0:
+            raise ValueError("labels must be >= 0 (graded relevance)")
+        for bound, message in label_bounds:
+            if hi > bound:
+                raise ValueError(message)
+
+    checks.add(torch.stack(torch.aminmax(labels.to(torch.uint8) if labels.dtype == torch.bool
+                                         else labels)), check)
 
 
 def as_packed(
@@ -277,18 +316,22 @@ def as_packed(
     mask: Optional[Tensor] = None,
     group_ids: Optional[Tensor] = None,
     validate: bool = True,
-    exp2_limit: Optional[float] = None,
+    label_bounds: Sequence[Tuple[float, str]] = (),
 ) -> PackedLists:
     """Resolves any accepted layout to the kernels' packed layout, validating it.
 
-    With ``validate``, labels are checked (finite, >= 0, and <= ``exp2_limit`` where an
-    exp2 gain is taken, see ``rankops._common.exp2_label_limit``); for padded input only the valid
-    items' labels, so padding may hold anything (-1, NaN)."""
+    With ``validate``, the layout's values and the labels are checked in one host read
+    (one sync on CUDA; none while torch.compile traces or a CUDA graph is captured):
+    labels finite, >= 0 and <= every ``(bound, message)`` of ``label_bounds`` (see
+    ``rankops._common.exp2_label_bounds``); for padded input only the valid items'
+    labels, so padding may hold anything (-1, NaN)."""
     scores, labels, weights = _check_scores_labels(scores, labels, weights)
     given = [n for n, v in (("offsets", offsets), ("lengths", lengths), ("mask", mask),
                             ("group_ids", group_ids)) if v is not None]
     if len(given) > 1:
         raise ValueError(f"give at most one of offsets, lengths, mask, group_ids; got {', '.join(given)}")
+    checks = _DataChecks()
+    validate = validate and not _skip_data_checks(scores)
     if scores.dim() == 2:
         if offsets is not None or group_ids is not None:
             raise ValueError("padded [B, L] scores take lengths= or mask=, not offsets=/group_ids=")
@@ -300,33 +343,46 @@ def as_packed(
                 f"{scores.shape[0]} items pass scores.squeeze(-1)", stacklevel=_caller_stacklevel())
         lists = _pack_padded(scores, labels, weights, _padded_mask(scores, lengths, mask))
         if validate:  # after packing: the padding's labels are 0 there
-            _check_label_values(lists.labels, exp2_limit)
+            _add_label_check(checks, lists.labels, label_bounds)
+            checks.run()
         return lists
 
-    if validate:
-        _check_label_values(labels, exp2_limit)
     if mask is not None:
         raise ValueError("mask= goes with padded [B, L] scores; packed [N] scores take offsets=")
+    if validate:
+        _add_label_check(checks, labels, label_bounds)
     n = scores.shape[0]
     if offsets is not None:
-        offsets = validate_offsets(offsets, n, device=scores.device) if validate else offsets
+        offsets = _check_offsets_static(offsets, scores.device, "offsets")
+        if validate:
+            _add_offsets_check(checks, offsets, n, "offsets")
     elif lengths is not None:
         lengths = _check_tensor(lengths, "lengths")
         if lengths.device != scores.device:
             raise ValueError(f"lengths must be on the device of scores ({scores.device}), got {lengths.device}")
-        offsets = offsets_from_lengths(lengths, validate=validate)
-        if validate and not _skip_data_checks(offsets):
-            validate_offsets(offsets, n, name="lengths (their sum)")
+        offsets = offsets_from_lengths(lengths, validate=False)
+        if validate:
+            if lengths.numel():
+                checks.add(lengths.min(), _check_lengths_nonnegative)
+            _add_offsets_check(checks, offsets, n, "lengths (their sum)")
     elif group_ids is not None:
         group_ids = _check_tensor(group_ids, "group_ids")
         if group_ids.shape != scores.shape:
             raise ValueError(f"group_ids must have the shape of scores {tuple(scores.shape)}, got {tuple(group_ids.shape)}")
         if group_ids.device != scores.device:
             raise ValueError(f"group_ids must be on the device of scores ({scores.device}), got {group_ids.device}")
+        checks.run()  # labels before the ids (which read the data themselves)
+        checks = _DataChecks()
         offsets = offsets_from_group_ids(group_ids)
     else:  # [0, n] made on the device (a host copy would break CUDA-graph capture)
         offsets = torch.arange(2, dtype=torch.int64, device=scores.device) * n
+    checks.run()
     return PackedLists(scores, labels, weights, offsets, offsets.shape[0] - 1, None, None)
+
+
+def _check_lengths_nonnegative(values) -> None:
+    if values[0] < 0:
+        raise ValueError("lengths must be >= 0")
 
 
 def _pack_padded(scores: Tensor, labels: Tensor, weights: Optional[Tensor], mask: Tensor) -> PackedLists:

@@ -81,3 +81,77 @@ def test_bad_lengths():
         segments.offsets_from_lengths(torch.tensor([2, -1]))
     with pytest.raises(TypeError, match="lengths must be an integer tensor"):
         segments.offsets_from_lengths(torch.tensor([2.0]))
+
+
+# ---- validation through the losses: same errors, one host read ---------------------
+
+@pytest.mark.parametrize(
+    "layout, match",
+    [
+        (dict(offsets=torch.tensor([1, 2, 4])), "offsets must start at 0"),
+        (dict(offsets=torch.tensor([0, 3, 2, 4])), "offsets must be non-decreasing"),
+        (dict(offsets=torch.tensor([0, 2, 3])), "offsets must end at N = 4"),
+        (dict(lengths=torch.tensor([5, -1])), "lengths must be >= 0"),
+        (dict(lengths=torch.tensor([1, 2])), r"lengths \(their sum\) must end at N = 4"),
+    ],
+)
+def test_bad_layout_values_through_a_loss(layout, match):
+    import rankops
+    s, y = torch.zeros(4), torch.tensor([1.0, 0.0, 2.0, 0.0])
+    with pytest.raises(ValueError, match=match):
+        rankops.ranknet_loss(s, y, **layout)
+    with pytest.raises(ValueError, match="labels must be >= 0"):  # labels are checked first
+        rankops.ranknet_loss(s, -y, **layout)
+
+
+class _HostReads:
+    """Counts reads of tensor data on the host: .tolist(), and .item()/bool()/int() (which
+    reach the dispatcher as aten._local_scalar_dense)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default:
+                    counter.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self._tolist = torch.Tensor.tolist
+
+        def tolist(t):
+            counter.count += 1
+            return counter._tolist(t)
+
+        torch.Tensor.tolist = tolist
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        torch.Tensor.tolist = self._tolist
+
+
+@pytest.mark.parametrize("layout", ["offsets", "lengths", "none", "padded", "mask"])
+def test_validation_costs_one_host_read(layout):
+    """Labels, offsets or lengths, exp2 and max_grade bounds: all checked in one read (one
+    device sync on CUDA), whatever the layout."""
+    import rankops
+    from rankops import metrics
+    y = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0]])
+    s = torch.randn(2, 3)
+    kw = {"offsets": dict(offsets=torch.tensor([0, 2, 6])), "lengths": dict(lengths=torch.tensor([2, 4])),
+          "none": {}, "padded": {}, "mask": dict(mask=torch.tensor([[1, 1, 0], [1, 1, 1]]).bool())}[layout]
+    if layout in ("offsets", "lengths", "none"):
+        s, y = s.reshape(-1), y.reshape(-1)
+    for call in (lambda: rankops.lambdarank_loss(s, y, **kw),
+                 lambda: rankops.softmax_loss(s, y, **kw),
+                 lambda: metrics.evaluate(s, y, metrics=["ndcg@2", "err"], max_grade=3, **kw)):
+        with _HostReads() as reads:
+            call()
+        assert reads.count == 1
