@@ -45,6 +45,7 @@ def shapes(device, quick):
     if quick:
         return {"(a) 64 x 16": [16] * 64, "(c) 4 x 256": [256] * 4, "(d) 1 x 4,096": [4096]}
     out = {
+        "(s) 64 x 16": [16] * 64,  # a small training batch: bound by per-call overhead
         "(a) 1,024 x 16": [16] * 1024,
         "(b) 256 web-like": common.web_like_lengths().tolist(),
         "(c) 64 x 1,024": [1024] * 64,
@@ -110,6 +111,7 @@ def main():
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory column (faster)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", help="also write the Markdown table here")
+    p.add_argument("--only", help="run only the shapes whose name contains one of these comma-separated strings, e.g. '(s),(a)'")
     p.add_argument("--measure-memory", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.threads:
@@ -126,6 +128,8 @@ def main():
     print("\n".join(lines), flush=True)
     last_shape = None
     for shape, lengths, loss in cases(device, a.quick):
+        if a.only and not any(part in shape for part in a.only.split(",")):
+            continue
         batch = common.make_batch(lengths, device=device)
         if shape != last_shape:  # the pointwise floor, once per shape
             last_shape = shape

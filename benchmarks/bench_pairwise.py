@@ -37,6 +37,7 @@ def shapes(device, quick):
     if quick:
         return {"(a) 64 x 16": [16] * 64, "(c) 4 x 256": [256] * 4, "(d) 1 x 4,096": [4096]}
     out = {
+        "(s) 64 x 16": [16] * 64,  # a small training batch: bound by per-call overhead
         "(a) 1,024 x 16": [16] * 1024,
         "(b) 256 web-like": common.web_like_lengths().tolist(),
         "(c) 64 x 1,024": [1024] * 64,

@@ -153,6 +153,8 @@ def fmt_bytes(b):
 def fmt_time(t):
     if t is None:
         return "–"
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} µs"
     return f"{t * 1e3:.2f} ms" if t < 1 else f"{t:.2f} s"
 
 

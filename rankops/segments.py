@@ -69,25 +69,30 @@ def _check_integer(x: Tensor, name: str) -> None:
 
 
 class _DataChecks:
-    """Checks of tensor values, gathered so that all of them cost one host read (one
-    device sync on CUDA) however many arguments they cover. ``add(summary, check)``: a
-    small tensor computed on the device now, and a function that raises from its values
-    (a list of floats) when ``run()`` reads them all, in the order they were added."""
+    """Checks of tensor values, gathered so that on a GPU all of them cost one host read
+    (one device sync) however many arguments they cover. ``add(summary, check)``: a small
+    1-D tensor computed on the device now, and a function that raises from its values (a
+    list of numbers) when ``run()`` reads them all, in the order they were added."""
+
+    merge_on_cpu = False  # tests set it to exercise the GPU's one-transfer path on the CPU
 
     def __init__(self) -> None:
         self._parts = []
 
     def add(self, summary: Tensor, check) -> None:
-        self._parts.append((summary.reshape(-1), check))
+        self._parts.append((summary, check))
 
     def run(self) -> None:
-        if not self._parts:
-            return
-        values = torch.cat([v.to(torch.float64) for v, _ in self._parts]).tolist()
-        start = 0
-        for summary, check in self._parts:
-            check(values[start:start + summary.numel()])
-            start += summary.numel()
+        parts = self._parts
+        if len(parts) > 1 and (parts[0][0].device.type != "cpu" or self.merge_on_cpu):
+            values = torch.cat([v.to(torch.float64) for v, _ in parts]).tolist()
+            start = 0
+            for summary, check in parts:
+                check(values[start:start + summary.numel()])
+                start += summary.numel()
+        else:  # on the CPU a read costs no sync: skip the concatenation's extra ops
+            for summary, check in parts:
+                check(summary.tolist())
 
 
 def offsets_from_lengths(lengths: Tensor, *, validate: bool = True) -> Tensor:
@@ -363,7 +368,7 @@ def as_packed(
         offsets = offsets_from_lengths(lengths, validate=False)
         if validate:
             if lengths.numel():
-                checks.add(lengths.min(), _check_lengths_nonnegative)
+                checks.add(lengths.min().reshape(1), _check_lengths_nonnegative)
             _add_offsets_check(checks, offsets, n, "lengths (their sum)")
     elif group_ids is not None:
         group_ids = _check_tensor(group_ids, "group_ids")
