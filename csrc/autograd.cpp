@@ -34,12 +34,17 @@ struct NoDoubleBackward : public torch::autograd::Function<NoDoubleBackward> {
 };
 
 // Op describes one loss op: its two schema names and the C++ signature of its forward.
+// The Function's only output is the loss: the op's other outputs (item_grad, num_pairs)
+// leave through `by_products`, outside autograd, so nothing has to be marked
+// non-differentiable (compiled autograd refuses Functions that mark outputs) and no zero
+// gradient is made for them in the backward.
 template <class Op>
 struct LossFunction : public torch::autograd::Function<LossFunction<Op>> {
   template <class... Options>
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& scores,
-                               const at::Tensor& labels, const at::Tensor& offsets,
-                               const c10::optional<at::Tensor>& weights, Options... options) {
+  static at::Tensor forward(AutogradContext* ctx, variable_list* by_products,
+                            const at::Tensor& scores, const at::Tensor& labels,
+                            const at::Tensor& offsets, const c10::optional<at::Tensor>& weights,
+                            Options... options) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow(Op::forward_name, "")
                          .template typed<typename Op::Signature>();
@@ -49,13 +54,12 @@ struct LossFunction : public torch::autograd::Function<LossFunction<Op>> {
     }();
     variable_list result = std::apply(
         [](auto&&... tensors) { return variable_list{std::move(tensors)...}; }, std::move(outputs));
-    // Outputs after the loss (item_grad, num_pairs) are by-products, not differentiable.
-    ctx->mark_non_differentiable(variable_list(result.begin() + 1, result.end()));
+    *by_products = variable_list(result.begin() + 1, result.end());
     ctx->save_for_backward({result[1], offsets});
     ctx->saved_data["scores_dtype"] = scores.scalar_type();
     ctx->saved_data["scores"] = scores;  // only to attach NoDoubleBackward
-    ctx->saved_data["num_inputs"] = static_cast<int64_t>(4 + sizeof...(Options));
-    return result;
+    ctx->saved_data["num_inputs"] = static_cast<int64_t>(5 + sizeof...(Options));
+    return result[0];
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -63,6 +67,10 @@ struct LossFunction : public torch::autograd::Function<LossFunction<Op>> {
                                   .findSchemaOrThrow(Op::backward_name, "")
                                   .template typed<at::Tensor(const at::Tensor&, const at::Tensor&,
                                                              const at::Tensor&)>();
+    variable_list grad_inputs(ctx->saved_data["num_inputs"].toInt());
+    // Only scores (the first tensor input) get a gradient; a graph that reaches this node
+    // through another input (weights, from a direct op call) gets none.
+    if (!ctx->needs_input_grad(0)) return grad_inputs;
     const auto saved = ctx->get_saved_variables();
     at::Tensor grad_scores;
     {
@@ -74,16 +82,21 @@ struct LossFunction : public torch::autograd::Function<LossFunction<Op>> {
     if (at::GradMode::is_enabled() && scores.requires_grad()) {  // create_graph=True
       grad_scores = NoDoubleBackward::apply(grad_scores, scores);
     }
-    variable_list grad_inputs(ctx->saved_data["num_inputs"].toInt());
-    grad_inputs[0] = grad_scores;
+    grad_inputs[1] = grad_scores;  // [0] is by_products
     return grad_inputs;
   }
 };
 
 template <class Op, class... Options>
-auto apply_loss(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
-                const c10::optional<at::Tensor>& weights, Options... options) {
-  return LossFunction<Op>::apply(scores, labels, offsets, weights, options...);
+variable_list apply_loss(const at::Tensor& scores, const at::Tensor& labels,
+                         const at::Tensor& offsets, const c10::optional<at::Tensor>& weights,
+                         Options... options) {
+  variable_list by_products;
+  at::Tensor loss = LossFunction<Op>::apply(&by_products, scores, labels, offsets, weights,
+                                            options...);
+  variable_list outputs{std::move(loss)};
+  outputs.insert(outputs.end(), by_products.begin(), by_products.end());
+  return outputs;
 }
 
 using OptionalTensor = c10::optional<at::Tensor>;

@@ -221,7 +221,11 @@ def unpack(packed: Tensor, offsets: Tensor, *, max_len: Optional[int] = None, fi
     return out, mask
 
 
-def _padded_mask(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
+def _padded_mask(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor], *,
+                 validate: bool = True, checks: Optional[_DataChecks] = None) -> Tensor:
+    """The ``[B, L]`` mask of valid items. ``lengths`` values are checked now, or with
+    ``checks`` when given (read with the other checks), or not at all without
+    ``validate`` (out-of-range lengths then mean an empty or a full row)."""
     B, L = scores.shape
     if lengths is not None and mask is not None:
         raise ValueError("give lengths or mask, not both")
@@ -242,8 +246,16 @@ def _padded_mask(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tenso
         raise ValueError(f"lengths must have shape [B] = ({B},) for padded scores, got {tuple(lengths.shape)}")
     if lengths.device != scores.device:
         raise ValueError(f"lengths must be on the device of scores ({scores.device}), got {lengths.device}")
-    if B and not _skip_data_checks(lengths) and bool(((lengths < 0) | (lengths > L)).any()):
-        raise ValueError(f"lengths must lie in [0, L] = [0, {L}]")
+    if validate and B and not _skip_data_checks(lengths):
+        def check(values):
+            if values[0]:
+                raise ValueError(f"lengths must lie in [0, L] = [0, {L}]")
+
+        out_of_range = ((lengths < 0) | (lengths > L)).any().reshape(1)
+        if checks is None:
+            check(out_of_range.tolist())
+        else:
+            checks.add(out_of_range, check)
     return torch.arange(L, device=scores.device)[None, :] < lengths[:, None]
 
 
@@ -346,10 +358,11 @@ def as_packed(
                 f"scores of shape {tuple(scores.shape)} with no layout are {scores.shape[0]} lists "
                 "of one item each (pairwise and listwise losses are 0 there); for one list of "
                 f"{scores.shape[0]} items pass scores.squeeze(-1)", stacklevel=_caller_stacklevel())
-        lists = _pack_padded(scores, labels, weights, _padded_mask(scores, lengths, mask))
+        lists = _pack_padded(scores, labels, weights,
+                             _padded_mask(scores, lengths, mask, validate=validate, checks=checks))
         if validate:  # after packing: the padding's labels are 0 there
             _add_label_check(checks, lists.labels, label_bounds)
-            checks.run()
+        checks.run()
         return lists
 
     if mask is not None:

@@ -397,3 +397,33 @@ def test_labels_check_reads_min_and_max():
             rankops.softmax_loss(s, labels)
     torch.testing.assert_close(rankops.softmax_loss(s, torch.tensor([True, False, True, False])),
                                rankops.softmax_loss(s, torch.tensor([1.0, 0.0, 1.0, 0.0])))
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_LOSSES))
+@pytest.mark.parametrize("loss_compiled", [False, True])
+def test_compiled_autograd(name, loss_compiled):
+    """torch.compile's compiled autograd traces the backward graph, C++ autograd nodes
+    included (it refuses a C++ Function that marks outputs non-differentiable)."""
+    torch._dynamo.reset()
+    fn = KERNEL_LOSSES[name]
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1).double()
+    X = torch.randn(12, 3, dtype=torch.float64)
+    y = torch.randint(0, 4, (12,)).double()
+    off = torch.tensor([0, 4, 9, 12])
+    loss_fn = (lambda s: fn(s, y, offsets=off)) if loss_compiled else \
+        torch.compiler.disable(lambda s: fn(s, y, offsets=off))
+
+    def step():
+        loss = loss_fn(model(X).squeeze(-1))
+        loss.backward()
+        return loss
+
+    with torch._dynamo.config.patch(compiled_autograd=True):
+        got = torch.compile(step, backend="aot_eager")()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    want = step()
+    torch.testing.assert_close(got, want)
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad)

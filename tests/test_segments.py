@@ -138,7 +138,7 @@ class _HostReads:
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-@pytest.mark.parametrize("layout", ["offsets", "lengths", "none", "padded", "mask"])
+@pytest.mark.parametrize("layout", ["offsets", "lengths", "none", "padded", "mask", "padded+lengths"])
 def test_validation_costs_one_host_read(layout, device, monkeypatch):
     """Labels, offsets or lengths, exp2 and max_grade bounds: all checked in one read (one
     device sync on CUDA), whatever the layout. On the CPU, where a read costs no sync,
@@ -152,7 +152,8 @@ def test_validation_costs_one_host_read(layout, device, monkeypatch):
     y = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 1.0]], device=device)
     s = torch.randn(2, 3, device=device)
     kw = {"offsets": dict(offsets=torch.tensor([0, 2, 6])), "lengths": dict(lengths=torch.tensor([2, 4])),
-          "none": {}, "padded": {}, "mask": dict(mask=torch.tensor([[1, 1, 0], [1, 1, 1]]).bool())}[layout]
+          "none": {}, "padded": {}, "mask": dict(mask=torch.tensor([[1, 1, 0], [1, 1, 1]]).bool()),
+          "padded+lengths": dict(lengths=torch.tensor([2, 3]))}[layout]
     kw = {k: v.to(device) for k, v in kw.items()}
     if layout in ("offsets", "lengths", "none"):
         s, y = s.reshape(-1), y.reshape(-1)
@@ -163,3 +164,15 @@ def test_validation_costs_one_host_read(layout, device, monkeypatch):
         with _HostReads() as reads:
             call()
         assert reads.count == 1
+
+
+def test_padded_lengths_out_of_range():
+    import rankops
+    s, y = torch.zeros(2, 3), torch.ones(2, 3)
+    with pytest.raises(ValueError, match=r"lengths must lie in \[0, L\] = \[0, 3\]"):
+        rankops.softmax_loss(s, y, lengths=torch.tensor([4, 2]))
+    with pytest.raises(ValueError, match="labels must be >= 0"):  # labels are read with them
+        rankops.softmax_loss(s, -y, lengths=torch.tensor([3, 2]))
+    # validate=False skips it: a length beyond L is a full row, as the mask reads it
+    torch.testing.assert_close(rankops.softmax_loss(s, y, lengths=torch.tensor([4, 2]), validate=False),
+                               rankops.softmax_loss(s, y, lengths=torch.tensor([3, 2])))
