@@ -132,6 +132,20 @@ def test_hand_approx_ndcg(device, T, k, with_weights):
     assert grad == pytest.approx(want_grad, rel=1e-10, abs=1e-14)
 
 
+@pytest.mark.parametrize("n", [5, 6, 9, 16, 17, 48, 49])
+def test_hand_approx_ndcg_lengths_of_both_cpu_paths(device, n):
+    """Lists of 6..48 items take the CPU's full-row pair passes, the others the triangle:
+    both give the formula's values (the hand loop sums each full row in Python)."""
+    g = torch.Generator().manual_seed(n)
+    s = (torch.randn(n, generator=g, dtype=torch.float64) * 2).tolist()
+    y = torch.randint(0, 4, (n,), generator=g).double().tolist()
+    w = (torch.rand(n, generator=g, dtype=torch.float64) + 0.5).tolist()
+    want_loss, want_grad, _ = _hand_approx_ndcg(s, y, w, 0.7)
+    loss, grad = _run("approx_ndcg_loss", s, y, device, temperature=0.7, weights=w)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grad == pytest.approx(want_grad, rel=1e-10, abs=1e-14)
+
+
 def test_hand_pointwise(device):
     s, y = [0.8, -0.4, 1.5, 0.1], [3.0, 0.5, 0.0, 1.0]
     bce = [math.log1p(math.exp(si)) - min(yi, 1.0) * si for si, yi in zip(s, y)]

@@ -241,6 +241,63 @@ void smooth_rank_grad_rows(const T* s, const T* a, int64_t n, int64_t row_begin,
   }
 }
 
+// Short lists run both pair passes as full rows (every partner j of item i, as the CUDA
+// owner threads do): twice the pair evaluations of the triangle, but each row is one
+// vector reduction over a copy padded to whole vectors (masked lanes), with no scatter
+// into the partners' sums and no scalar remainder, which is what rows this short are
+// bound by. Measured (forward + gradient, 16,384 items, 1 thread, AVX2): n = 6 / 8 / 12 /
+// 16 / 32 / 48 take 0.82 / 0.57 / 0.76 / 0.61 / 0.88 / 0.96 of the triangle's time;
+// n = 4 takes 1.17 (one half-empty vector per row), so tiny lists keep the triangle.
+constexpr int64_t kFullRowMinList = 6;
+constexpr int64_t kFullRowMaxList = 48;
+constexpr int64_t kFullRowLanes = 8;  // pad rows to a multiple of this (AVX2 floats)
+
+bool full_rows(int64_t n) { return n >= kFullRowMinList && n <= kFullRowMaxList; }
+
+// The list's scores (and a) copied to a zero-padded buffer of whole vectors.
+template <typename T>
+int64_t padded_copy(const T* x, int64_t n, T* out) {
+  const int64_t width = (n + kFullRowLanes - 1) / kFullRowLanes * kFullRowLanes;
+  for (int64_t j = 0; j < width; ++j) out[j] = j < n ? x[j] : T(0);
+  return width;
+}
+
+// rank[i] = sum_{j != i} sigmoid((s_j - s_i) / T), the triangle's sums row by row.
+template <typename T>
+void smooth_rank_full_rows(const T* s, int64_t n, T inv_t, T* rank) {
+  T sp[kFullRowMaxList + kFullRowLanes];
+  const int64_t width = padded_copy(s, n, sp);
+  for (int64_t i = 0; i < n; ++i) {
+    const T si = sp[i];
+    T row = 0;
+#pragma omp simd reduction(+ : row)
+    for (int64_t j = 0; j < width; ++j) {
+      T sig, one_minus;
+      sigmoid_pair((sp[j] - si) * inv_t, sig, one_minus);
+      row += (j == i || j >= n) ? T(0) : sig;
+    }
+    rank[i] = row;
+  }
+}
+
+// grad[m] = sum_{j != m} sigmoid'((s_j - s_m) / T) (a_j - a_m) (times 1/T later).
+template <typename T>
+void smooth_rank_grad_full_rows(const T* s, const T* a, int64_t n, T inv_t, T* grad) {
+  T sp[kFullRowMaxList + kFullRowLanes], ap[kFullRowMaxList + kFullRowLanes];
+  const int64_t width = padded_copy(s, n, sp);
+  padded_copy(a, n, ap);
+  for (int64_t m = 0; m < n; ++m) {
+    const T sm = sp[m], am = ap[m];
+    T row = 0;
+#pragma omp simd reduction(+ : row)
+    for (int64_t j = 0; j < width; ++j) {
+      const T d = sigmoid_slope((sp[j] - sm) * inv_t) * (ap[j] - am);
+      row += (j == m || j >= n) ? T(0) : d;
+    }
+    grad[m] = row;
+  }
+}
+
 int64_t pairs_before_row(int64_t n, int64_t r) { return r * (n - 1) - r * (r - 1) / 2; }
 
 template <typename scalar_t, typename T>
@@ -334,6 +391,10 @@ void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
     for (int64_t t = t0; t < t1; ++t) {
       const Task& task = tasks[t];
       const int64_t start = off[task.list], n = off[task.list + 1] - start;
+      if (full_rows(n)) {
+        smooth_rank_full_rows(s.data() + start, n, inv_t, rank.data() + start);
+        continue;
+      }
       T* buf = task.buffer < 0 ? rank.data() + start : scratch.data() + task.buffer;
       smooth_rank_rows(s.data() + start, n, task.row_begin, task.row_end, inv_t, buf);
     }
@@ -364,6 +425,11 @@ void approx_ndcg_kernel(const at::Tensor& scores, const at::Tensor& labels,
     for (int64_t t = t0; t < t1; ++t) {
       const Task& task = tasks[t];
       const int64_t start = off[task.list], n = off[task.list + 1] - start;
+      if (full_rows(n)) {
+        smooth_rank_grad_full_rows(s.data() + start, a.data() + start, n, inv_t,
+                                   grad.data() + start);
+        continue;
+      }
       T* buf = task.buffer < 0 ? grad.data() + start : scratch.data() + task.buffer;
       smooth_rank_grad_rows(s.data() + start, a.data() + start, n, task.row_begin, task.row_end,
                             inv_t, buf);
