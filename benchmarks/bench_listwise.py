@@ -162,7 +162,7 @@ def main():
         lines.append(row)
         del batch
     if a.out:
-        with open(a.out, "w") as f:
+        with open(a.out, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
 
 

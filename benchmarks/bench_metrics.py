@@ -148,7 +148,7 @@ def main():
     lines.append(row("pytrec_eval (evaluate only)", t_trec, trec_diff, " (per query)"))
     print("\n".join(lines), flush=True)
     if a.out:
-        with open(a.out, "w") as f:
+        with open(a.out, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
 
 
