@@ -93,11 +93,11 @@ def _python_frames_during(fn):
 
 
 @pytest.mark.parametrize("name", sorted(KERNEL_LOSSES))
-def test_kernel_autograd_runs_no_python(name):
+def test_kernel_autograd_runs_no_python(name, device):
     """The loss ops' autograd is C++ (csrc/autograd.cpp): calling the op with scores that
     require grad, and its backward, enter no Python (torch.library's Python autograd
     wrapper cost ~100 us per step). The gradient is still the reference's."""
-    s, y, off = _batch()
+    s, y, off = (t.to(device) for t in _batch())
     s.requires_grad_()
     fn = KERNEL_LOSSES[name]
     op, args = {
@@ -401,16 +401,16 @@ def test_labels_check_reads_min_and_max():
 
 @pytest.mark.parametrize("name", sorted(KERNEL_LOSSES))
 @pytest.mark.parametrize("loss_compiled", [False, True])
-def test_compiled_autograd(name, loss_compiled):
+def test_compiled_autograd(name, loss_compiled, device):
     """torch.compile's compiled autograd traces the backward graph, C++ autograd nodes
     included (it refuses a C++ Function that marks outputs non-differentiable)."""
     torch._dynamo.reset()
     fn = KERNEL_LOSSES[name]
     torch.manual_seed(0)
-    model = torch.nn.Linear(3, 1).double()
-    X = torch.randn(12, 3, dtype=torch.float64)
-    y = torch.randint(0, 4, (12,)).double()
-    off = torch.tensor([0, 4, 9, 12])
+    model = torch.nn.Linear(3, 1).double().to(device)
+    X = torch.randn(12, 3, dtype=torch.float64, device=device)
+    y = torch.randint(0, 4, (12,), device=device).double()
+    off = torch.tensor([0, 4, 9, 12], device=device)
     loss_fn = (lambda s: fn(s, y, offsets=off)) if loss_compiled else \
         torch.compiler.disable(lambda s: fn(s, y, offsets=off))
 
