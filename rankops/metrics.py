@@ -125,12 +125,12 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
               opt: _Options, validate: bool) -> Tuple[Tensor, Tensor, Tensor]:
     """Kernel call: per-list values [M, B], defined [M, B] and the counted mask [M, B]
     after the ``empty`` option (values of uncounted lists are 0)."""
-    # Metrics are not differentiable: detached, so their values carry no grad_fn.
     takes_exp2_gain = opt.gain == "exp2" and any(name in ("ndcg", "dcg") for name, _ in specs)
     bounds = exp2_label_bounds(scores, takes_exp2_gain)
     if any(name == "err" for name, _ in specs):
         bounds.append((opt.max_grade, f"labels must be <= max_grade ({opt.max_grade:g}) for err; "
                                       "pass max_grade= the top of your grading scale"))
+    # Metrics are not differentiable: detached, so their values carry no grad_fn.
     lists = segments.as_packed(scores.detach() if isinstance(scores, Tensor) else scores,
                                labels, validate=validate, label_bounds=bounds, **layout)
     names = [name for name, _ in specs]

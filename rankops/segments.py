@@ -95,17 +95,31 @@ class _DataChecks:
                 check(summary.tolist())
 
 
-def offsets_from_lengths(lengths: Tensor, *, validate: bool = True) -> Tensor:
+def _check_values(checks: Optional[_DataChecks], summary: Tensor, check) -> None:
+    """Runs ``check`` on ``summary``'s values now, or with ``checks`` when given (read
+    together with the call's other checks)."""
+    if checks is None:
+        check(summary.tolist())
+    else:
+        checks.add(summary, check)
+
+
+def offsets_from_lengths(lengths: Tensor, *, validate: bool = True,
+                         checks: Optional[_DataChecks] = None) -> Tensor:
     """``lengths [B]`` (list sizes, >= 0) -> int64 ``offsets [B+1]`` = [0, cumsum(lengths)]."""
     lengths = _check_tensor(lengths, "lengths")
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be 1-D [B], got shape {tuple(lengths.shape)}")
     _check_integer(lengths, "lengths")
-    if (validate and lengths.numel() and not _skip_data_checks(lengths)
-            and bool((lengths < 0).any())):
-        raise ValueError("lengths must be >= 0")
+    if validate and lengths.numel() and not _skip_data_checks(lengths):
+        _check_values(checks, lengths.min().reshape(1), _check_lengths_nonnegative)
     zero = torch.zeros(1, dtype=torch.int64, device=lengths.device)
     return torch.cat([zero, torch.cumsum(lengths.to(torch.int64), 0)])
+
+
+def _check_lengths_nonnegative(values) -> None:
+    if values[0] < 0:
+        raise ValueError("lengths must be >= 0")
 
 
 # LightGBM calls list sizes "group": the same thing.
@@ -156,9 +170,7 @@ def validate_offsets(offsets, n: int, *, device=None, name: str = "offsets") -> 
     """
     offsets = _check_offsets_static(offsets, device, name)
     if not _skip_data_checks(offsets):
-        checks = _DataChecks()
-        _add_offsets_check(checks, offsets, n, name)
-        checks.run()
+        _add_offsets_check(None, offsets, n, name)
     return offsets
 
 
@@ -174,7 +186,7 @@ def _check_offsets_static(offsets, device, name: str) -> Tensor:
     return offsets
 
 
-def _add_offsets_check(checks: _DataChecks, offsets: Tensor, n: int, name: str) -> None:
+def _add_offsets_check(checks: Optional[_DataChecks], offsets: Tensor, n: int, name: str) -> None:
     def check(values):
         first, last, decreasing = values
         if first != 0:
@@ -184,8 +196,8 @@ def _add_offsets_check(checks: _DataChecks, offsets: Tensor, n: int, name: str) 
         if last != n:
             raise ValueError(f"{name} must end at N = {n} (the number of items), got {int(last)}")
 
-    checks.add(torch.stack([offsets[0], offsets[-1],
-                            (offsets[1:] < offsets[:-1]).any().to(torch.int64)]), check)
+    _check_values(checks, torch.stack([offsets[0], offsets[-1],
+                                       (offsets[1:] < offsets[:-1]).any().to(torch.int64)]), check)
 
 
 def pack(padded: Tensor, *, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None):
@@ -251,11 +263,7 @@ def _padded_mask(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tenso
             if values[0]:
                 raise ValueError(f"lengths must lie in [0, L] = [0, {L}]")
 
-        out_of_range = ((lengths < 0) | (lengths > L)).any().reshape(1)
-        if checks is None:
-            check(out_of_range.tolist())
-        else:
-            checks.add(out_of_range, check)
+        _check_values(checks, ((lengths < 0) | (lengths > L)).any().reshape(1), check)
     return torch.arange(L, device=scores.device)[None, :] < lengths[:, None]
 
 
@@ -378,10 +386,8 @@ def as_packed(
         lengths = _check_tensor(lengths, "lengths")
         if lengths.device != scores.device:
             raise ValueError(f"lengths must be on the device of scores ({scores.device}), got {lengths.device}")
-        offsets = offsets_from_lengths(lengths, validate=False)
+        offsets = offsets_from_lengths(lengths, validate=validate, checks=checks)
         if validate:
-            if lengths.numel():
-                checks.add(lengths.min().reshape(1), _check_lengths_nonnegative)
             _add_offsets_check(checks, offsets, n, "lengths (their sum)")
     elif group_ids is not None:
         group_ids = _check_tensor(group_ids, "group_ids")
@@ -396,11 +402,6 @@ def as_packed(
         offsets = torch.arange(2, dtype=torch.int64, device=scores.device) * n
     checks.run()
     return PackedLists(scores, labels, weights, offsets, offsets.shape[0] - 1, None, None)
-
-
-def _check_lengths_nonnegative(values) -> None:
-    if values[0] < 0:
-        raise ValueError("lengths must be >= 0")
 
 
 def _pack_padded(scores: Tensor, labels: Tensor, weights: Optional[Tensor], mask: Tensor) -> PackedLists:
