@@ -22,7 +22,12 @@ $(VENV)/.deps-ok: pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH)"
 	$(PIP) install -q "setuptools>=64" wheel ninja numpy "pytest>=7"
-	$(PIP) install -q pytrec-eval-terrier scikit-learn tqdm matplotlib  # test and demo extras
+	$(PIP) install -q scikit-learn tqdm matplotlib  # the demo's extras
+	touch $@
+
+# The tests' independent oracles: trec_eval (metrics) and Rax on JAX (losses and metrics).
+$(VENV)/.test-deps-ok: $(VENV)/.deps-ok
+	$(PIP) install -q pytrec-eval-terrier jax "rax==0.4.0"
 	touch $@
 
 # Rebuild when the sources changed or another venv/torch built the in-tree extension.
@@ -34,7 +39,7 @@ build: setup
 		$(PIP) install --no-build-isolation --no-deps -e . && echo "$$want" > rankops/.build-stamp; \
 	else echo "rankops: extension up to date ($$have)"; fi
 
-test: build
+test: build $(VENV)/.test-deps-ok
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 demo: build
