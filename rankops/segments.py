@@ -327,8 +327,26 @@ def _add_label_check(checks: _DataChecks, labels: Tensor, label_bounds) -> None:
             if hi > bound:
                 raise ValueError(message)
 
-    checks.add(torch.stack(torch.aminmax(labels.to(torch.uint8) if labels.dtype == torch.bool
-                                         else labels)), check)
+    checks.add(_min_max(labels), check)
+
+
+def _min_max(x: Tensor) -> Tensor:
+    """``[min, max]`` of x in one reduction (bool as 0/1)."""
+    return torch.stack(torch.aminmax(x.to(torch.uint8) if x.dtype == torch.bool else x))
+
+
+def _add_weight_check(checks: _DataChecks, weights: Optional[Tensor]) -> None:
+    """Item weights are finite (any sign): a NaN or inf weight would reach the ideal DCG
+    and every pair of its list. Checked where labels are, in the same host read."""
+    if weights is None or weights.numel() == 0:
+        return
+
+    def check(values):
+        lo, hi = values
+        if not (float("-inf") < lo and hi < float("inf")):  # NaN compares false too
+            raise ValueError("weights must be finite (no NaN or inf)")
+
+    checks.add(_min_max(weights), check)
 
 
 def as_packed(
@@ -345,11 +363,11 @@ def as_packed(
 ) -> PackedLists:
     """Resolves any accepted layout to the kernels' packed layout, validating it.
 
-    With ``validate``, the layout's values and the labels are checked in one host read
-    (one sync on CUDA; none while torch.compile traces or a CUDA graph is captured):
-    labels finite, >= 0 and <= every ``(bound, message)`` of ``label_bounds`` (see
-    ``rankops._common.exp2_label_bounds``); for padded input only the valid items'
-    labels, so padding may hold anything (-1, NaN)."""
+    With ``validate``, the layout's values, the labels and the weights are checked in one
+    host read (one sync on CUDA; none while torch.compile traces or a CUDA graph is
+    captured): labels finite, >= 0 and <= every ``(bound, message)`` of ``label_bounds``
+    (see ``rankops._common.exp2_label_bounds``), weights finite; for padded input only
+    the valid items', so padding may hold anything (-1, NaN)."""
     scores, labels, weights = _check_scores_labels(scores, labels, weights)
     given = [n for n, v in (("offsets", offsets), ("lengths", lengths), ("mask", mask),
                             ("group_ids", group_ids)) if v is not None]
@@ -368,8 +386,9 @@ def as_packed(
                 f"{scores.shape[0]} items pass scores.squeeze(-1)", stacklevel=_caller_stacklevel())
         lists = _pack_padded(scores, labels, weights,
                              _padded_mask(scores, lengths, mask, validate=validate, checks=checks))
-        if validate:  # after packing: the padding's labels are 0 there
+        if validate:  # after packing: the padding's labels and weights are 0 there
             _add_label_check(checks, lists.labels, label_bounds)
+            _add_weight_check(checks, lists.weights)
         checks.run()
         return lists
 
@@ -377,6 +396,7 @@ def as_packed(
         raise ValueError("mask= goes with padded [B, L] scores; packed [N] scores take offsets=")
     if validate:
         _add_label_check(checks, labels, label_bounds)
+        _add_weight_check(checks, weights)
     n = scores.shape[0]
     if offsets is not None:
         offsets = _check_offsets_static(offsets, scores.device, "offsets")

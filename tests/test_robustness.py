@@ -260,6 +260,49 @@ def test_infinite_labels_are_an_error():
         rankops.metrics.ndcg(s, torch.tensor([0.0, INF, 1.0]))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), INF, -INF])
+def test_non_finite_weights_are_an_error(bad):
+    s, y, off = torch.randn(6), torch.tensor([0.0, 1, 2, 0, 1, 2]), torch.tensor([0, 3, 6])
+    w = torch.ones(6)
+    w[4] = bad
+    for name in ("ranknet", "lambdarank", "softmax", "listmle", "approx_ndcg", "mse", "sigmoid"):
+        with pytest.raises(ValueError, match="weights must be finite"):
+            getattr(rankops, f"{name}_loss")(s, y, offsets=off, weights=w)
+    # padded: only valid items are checked, padding may hold anything
+    S, Y, W = s.reshape(2, 3), y.reshape(2, 3), w.reshape(2, 3)
+    assert torch.isfinite(rankops.lambdarank_loss(S, Y, weights=W, lengths=torch.tensor([3, 1])))
+    with pytest.raises(ValueError, match="weights must be finite"):
+        rankops.lambdarank_loss(S, Y, weights=W, lengths=torch.tensor([3, 2]))
+    # validate=False skips the check (the caller vouches for the data)
+    rankops.ranknet_loss(s, y, offsets=off, weights=w, validate=False)
+
+
+def test_unvalidated_bad_offsets_raise_or_stay_in_bounds(device):
+    """validate=False with offsets past N and decreasing: the CPU kernels and the CUDA
+    pairwise op raise; the CUDA listwise and metrics kernels (no host read) clamp the
+    offsets into [0, N], so they return values (wrong, but finite) without touching memory
+    outside the items, and the device stays usable (compute-sanitizer: gpu_sanitize.py)."""
+    s = torch.randn(10, device=device, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (10,), device=device).double()
+    bad = torch.tensor([0, 9, 3, 10_000], device=device)
+    calls = [lambda: torch.autograd.grad(rankops.softmax_loss(s, y, offsets=bad, validate=False), s),
+             lambda: torch.autograd.grad(rankops.listmle_loss(s, y, offsets=bad, validate=False), s),
+             lambda: torch.autograd.grad(rankops.approx_ndcg_loss(s, y, offsets=bad, validate=False), s),
+             lambda: tuple(rankops.metrics.evaluate(s.detach(), y, offsets=bad, validate=False,
+                                                    metrics=["ndcg@3", "map"]).values())]
+    for call in calls:
+        if device == "cpu":
+            with pytest.raises(RuntimeError, match="offsets must be non-decreasing"):
+                call()
+        else:
+            assert all(torch.isfinite(t).all() for t in call())
+    with pytest.raises(RuntimeError, match="offsets must"):
+        rankops.ranknet_loss(s, y, offsets=bad, validate=False)
+    good = torch.tensor([0, 4, 10], device=device)  # the device still computes right
+    torch.testing.assert_close(rankops.softmax_loss(s, y, offsets=good).cpu(),
+                               rankops.softmax_loss(s.detach().cpu(), y.cpu(), offsets=good.cpu()))
+
+
 def test_exp2_gain_labels_must_not_overflow():
     s = torch.randn(3)
     y = torch.tensor([0.0, 65.0, 1.0])  # beyond the float32 bound of 64

@@ -29,6 +29,14 @@ void cub_call(const at::Device& device, Call call) {
   C10_CUDA_CHECK(call(temp.data_ptr(), bytes));
 }
 
+// Offsets clamped to [0, N]. The Python layer validates offsets, but validate=False,
+// torch.compile and CUDA-graph capture skip that, and these kernels (unlike the pairwise
+// op's plan) do not read them on the host: clamped, bad offsets can only give wrong values
+// (empty or overlapping lists), never an access outside the N items. No host sync.
+inline at::Tensor offsets_within(const at::Tensor& offsets, int64_t N) {
+  return offsets.clamp(0, N).contiguous();
+}
+
 // Device attribute of the current device (cached per device by the caller if hot).
 inline int device_attribute(cudaDeviceAttr attr, int device) {
   int v = 0;

@@ -12,8 +12,8 @@
 //                 all partners j itself (smooth rank, then gradient), partners staged through
 //                 shared memory. No atomics: each unordered pair is evaluated by both owners.
 // Every reduction runs in a fixed order (cub block primitives, fixed strides), so results
-// are the same bits run to run. No host sync: offsets values are trusted (the Python layer
-// validates them).
+// are the same bits run to run. No host sync: offsets are not checked here (the Python
+// layer validates them), only clamped into [0, N] (cuda::offsets_within).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -212,20 +212,21 @@ __global__ void gains_kernel(const scalar_t* __restrict__ s_in, const T* __restr
   }
 }
 
-// 1 / IDCG@k per list (0 when IDCG = 0) from w*G sorted descending.
+// 1 / IDCG@k per list (0 when IDCG = 0) from w*G sorted descending. Summed in double and
+// rounded once, as the CPU's cpu::ideal_dcg does, so both devices scale by the same value.
 template <typename T>
 __global__ void inv_idcg_kernel(const T* __restrict__ wg_sorted, const int64_t* __restrict__ off,
                                 int64_t k, T* __restrict__ inv_idcg) {
-  using Reduce = cub::BlockReduce<T, kThreads>;
+  using Reduce = cub::BlockReduce<double, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   const int64_t b = blockIdx.x;
   const int64_t start = off[b], n = off[b + 1] - start;
   const int64_t top = (k > 0 && k < n) ? k : n;
-  T idcg = 0;
+  double idcg = 0.0;
   for (int64_t r = threadIdx.x; r < top; r += kThreads)
-    idcg += wg_sorted[start + r] * discount_of(T(r + 1));
+    idcg += static_cast<double>(wg_sorted[start + r]) / log2(2.0 + static_cast<double>(r));
   idcg = Reduce(tmp).Reduce(idcg, SumOp());
-  if (threadIdx.x == 0) inv_idcg[b] = idcg > T(0) ? T(1) / idcg : T(0);
+  if (threadIdx.x == 0) inv_idcg[b] = idcg > 0.0 ? static_cast<T>(1.0 / idcg) : T(0);
 }
 
 // Owner-computes smooth ranks; writes each item's DCG term and a_i = d loss / d r_i.
@@ -351,7 +352,7 @@ Prepared prepare(const at::Tensor& scores, const at::Tensor& labels, const at::T
   TORCH_CHECK(scores.is_cuda(), "rankops: expected CUDA tensors");
   Prepared p;
   const auto acc = acc_dtype_of(scores.scalar_type());
-  p.offsets = offsets.contiguous();
+  p.offsets = cuda::offsets_within(offsets, scores.size(0));
   p.scores = scores.contiguous();
   p.labels = labels.to(acc).contiguous();
   p.weights = weights.has_value() ? weights->to(acc).contiguous() : at::Tensor();

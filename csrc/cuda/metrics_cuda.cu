@@ -219,7 +219,7 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
 
   const auto s = scores.contiguous();
   const auto y = labels.to(at::kDouble).contiguous();
-  const auto off = offsets.contiguous();
+  const auto off = cuda::offsets_within(offsets, N);
   const bool need_idcg = args.max_ndcg_k >= 0;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto dopt = scores.options();
