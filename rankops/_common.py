@@ -85,11 +85,15 @@ def check_kernel_autograd(scores: Tensor, labels: Tensor, weights: Optional[Tens
             "be wrong or fail inside torch")
 
 
-def reduce(per_list: Tensor, reduction: str, denominator: Tensor) -> Tensor:
-    """``"none"``: per-list values; ``"sum"``; ``"mean"``: sum / max(denominator, 1)."""
+def reduce(per_list: Tensor, reduction: str, denominator) -> Tensor:
+    """``"none"``: per-list values; ``"sum"``; ``"mean"``: sum / max(denominator, 1).
+    ``denominator``: a tensor, or a function giving it, called for ``"mean"`` only (its
+    few small ops are a measurable part of a small batch's step)."""
     if reduction == "none":
         return per_list
     total = per_list.sum()
     if reduction == "sum":
         return total
+    if callable(denominator):
+        denominator = denominator()
     return total / denominator.clamp_min(1).to(total.dtype)

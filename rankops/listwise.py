@@ -39,9 +39,11 @@ def _compute_grad(lists: segments.PackedLists) -> bool:
 
 def _reduce_lists(loss: Tensor, lists: segments.PackedLists, reduction: str) -> Tensor:
     """Listwise reduction: ``"mean"`` divides by the number of non-empty lists."""
-    B = lists.num_lists
-    lengths = lists.offsets[1:B + 1] - lists.offsets[:B]
-    return reduce(loss[:B], reduction, (lengths > 0).sum())
+    def non_empty_lists():
+        B = lists.num_lists
+        return (lists.offsets[1:B + 1] > lists.offsets[:B]).sum()
+
+    return reduce(lists.own_lists(loss), reduction, non_empty_lists)
 
 
 # ---- packed implementations (also used by rankops.nn.CombinedLoss) -------------------

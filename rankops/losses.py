@@ -106,8 +106,7 @@ def _pairwise_loss_packed(lists: segments.PackedLists, *, pair_fn="logistic", we
     loss, _, num_pairs = ops.pairwise_loss(
         lists.scores, lists.labels, lists.offsets, lists.weights, pair_fn, weight, sigma, margin,
         k, mu, gain, compute_grad)
-    B = lists.num_lists
-    return reduce(loss[:B], reduction, num_pairs[:B].sum())
+    return reduce(lists.own_lists(loss), reduction, lambda: lists.own_lists(num_pairs).sum())
 
 
 def ranknet_loss(scores: Tensor, labels: Tensor, *, sigma: float = 1.0, **kwargs) -> Tensor:

@@ -137,8 +137,7 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     ks = [0 if k is None else k for _, k in specs]
     values, defined = ops.ranking_metrics(lists.scores, lists.labels, lists.offsets, names, ks,
                                           opt.gain, opt.threshold, opt.max_grade, opt.divide_by)
-    B = lists.num_lists
-    values, defined = values[:, :B], defined[:, :B]
+    values, defined = lists.own_lists(values), lists.own_lists(defined)
     counted = torch.ones_like(defined)
     if opt.empty == "one":
         is_dcg = torch.zeros(len(names), 1, dtype=torch.bool, device=defined.device)

@@ -71,20 +71,23 @@ def _check_integer(x: Tensor, name: str) -> None:
 class _DataChecks:
     """Checks of tensor values, gathered so that on a GPU all of them cost one host read
     (one device sync) however many arguments they cover. ``add(summary, check)``: a small
-    1-D tensor computed on the device now, and a function that raises from its values (a
-    list of numbers) when ``run()`` reads them all, in the order they were added."""
+    1-D tensor computed on the device now (or, on the CPU, a list of its values already
+    read), and a function that raises from its values (a list of numbers) when ``run()``
+    reads them all, in the order they were added."""
 
     merge_on_cpu = False  # tests set it to exercise the GPU's one-transfer path on the CPU
 
     def __init__(self) -> None:
         self._parts = []
 
-    def add(self, summary: Tensor, check) -> None:
+    def add(self, summary, check) -> None:
         self._parts.append((summary, check))
 
     def run(self) -> None:
         parts = self._parts
-        if len(parts) > 1 and (parts[0][0].device.type != "cpu" or self.merge_on_cpu):
+        merge = (len(parts) > 1 and all(isinstance(v, Tensor) for v, _ in parts)
+                 and (parts[0][0].device.type != "cpu" or self.merge_on_cpu))
+        if merge:
             values = torch.cat([v.to(torch.float64) for v, _ in parts]).tolist()
             start = 0
             for summary, check in parts:
@@ -92,14 +95,24 @@ class _DataChecks:
                 start += summary.numel()
         else:  # on the CPU a read costs no sync: skip the concatenation's extra ops
             for summary, check in parts:
-                check(summary.tolist())
+                check(_host_values(summary))
 
 
-def _check_values(checks: Optional[_DataChecks], summary: Tensor, check) -> None:
+def _host_values(summary) -> list:
+    return summary if isinstance(summary, list) else summary.tolist()
+
+
+def _read_at_once(x: Tensor) -> bool:
+    """Whether a check's summary of x is read on the host as soon as it is made: on the
+    CPU, where a read costs no sync (unless tests ask for the GPU's merged read)."""
+    return x.device.type == "cpu" and not _DataChecks.merge_on_cpu
+
+
+def _check_values(checks: Optional[_DataChecks], summary, check) -> None:
     """Runs ``check`` on ``summary``'s values now, or with ``checks`` when given (read
     together with the call's other checks)."""
     if checks is None:
-        check(summary.tolist())
+        check(_host_values(summary))
     else:
         checks.add(summary, check)
 
@@ -186,6 +199,21 @@ def _check_offsets_static(offsets, device, name: str) -> Tensor:
     return offsets
 
 
+def _offsets_summary(offsets: Tensor):
+    """``[first, last, any decrease]`` of offsets: on the CPU as host values, through numpy
+    (a CPU read costs no sync, and numpy's three operations cost less than the seven small
+    ATen ops of a tensor summary, a measurable part of a small batch's step); else as a
+    tensor, read with the call's other checks."""
+    if _read_at_once(offsets):
+        try:
+            o = offsets.numpy()
+        except RuntimeError:  # inside a torch.func transform (.numpy() is refused there)
+            o = None
+        if o is not None:
+            return [int(o[0]), int(o[-1]), bool((o[1:] < o[:-1]).any())]
+    return torch.stack([offsets[0], offsets[-1], (offsets[1:] < offsets[:-1]).any().to(torch.int64)])
+
+
 def _add_offsets_check(checks: Optional[_DataChecks], offsets: Tensor, n: int, name: str) -> None:
     def check(values):
         first, last, decreasing = values
@@ -196,8 +224,7 @@ def _add_offsets_check(checks: Optional[_DataChecks], offsets: Tensor, n: int, n
         if last != n:
             raise ValueError(f"{name} must end at N = {n} (the number of items), got {int(last)}")
 
-    _check_values(checks, torch.stack([offsets[0], offsets[-1],
-                                       (offsets[1:] < offsets[:-1]).any().to(torch.int64)]), check)
+    _check_values(checks, _offsets_summary(offsets), check)
 
 
 def pack(padded: Tensor, *, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None):
@@ -283,6 +310,11 @@ class PackedLists(NamedTuple):
     padded_shape: Optional[tuple]  # (B, L) when the input was padded
     scatter_index: Optional[Tensor]  # packed position of each padded element, [B*L]
 
+    def own_lists(self, per_list: Tensor) -> Tensor:
+        """``per_list`` values (last dim: one per list of ``offsets``) of the caller's
+        ``num_lists`` lists: without the padding list, sliced only where there is one."""
+        return per_list if self.padded_shape is None else per_list[..., :self.num_lists]
+
 
 def _check_scores_labels(scores, labels, weights):
     scores = _check_tensor(scores, "scores")
@@ -330,9 +362,11 @@ def _add_label_check(checks: _DataChecks, labels: Tensor, label_bounds) -> None:
     checks.add(_min_max(labels), check)
 
 
-def _min_max(x: Tensor) -> Tensor:
-    """``[min, max]`` of x in one reduction (bool as 0/1)."""
-    return torch.stack(torch.aminmax(x.to(torch.uint8) if x.dtype == torch.bool else x))
+def _min_max(x: Tensor):
+    """``[min, max]`` of x in one reduction (bool as 0/1): a tensor, or on the CPU the
+    values read at once (two scalar reads cost less than a stack and a list)."""
+    lo, hi = torch.aminmax(x.to(torch.uint8) if x.dtype == torch.bool else x)
+    return [lo.item(), hi.item()] if _read_at_once(x) else torch.stack([lo, hi])
 
 
 def _add_weight_check(checks: _DataChecks, weights: Optional[Tensor]) -> None:
