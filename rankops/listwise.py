@@ -96,7 +96,7 @@ def _pointwise_packed(lists, per_item_fn, reduction):
         per_item = per_item * lists.weights.to(acc)
     B = lists.num_lists
     n_items = lists.offsets[B]
-    if lists.padded_shape is not None:  # the trailing padding list must not count
+    if lists.has_padding_list:  # the trailing padding list must not count
         valid = torch.arange(per_item.shape[0], device=per_item.device) < n_items
         per_item = torch.where(valid, per_item, torch.zeros_like(per_item))
     if reduction == "sum":

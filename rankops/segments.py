@@ -297,9 +297,10 @@ def _padded_mask(scores: Tensor, lengths: Optional[Tensor], mask: Optional[Tenso
 class PackedLists(NamedTuple):
     """Inputs in the kernels' layout.
 
-    ``offsets`` may describe one list more than ``num_lists``: padded input is packed
-    without a host sync by moving the padding into a trailing list (labels 0, weight 0),
-    whose result the callers drop.
+    ``offsets`` may describe one list more than ``num_lists`` (``has_padding_list``):
+    padded input on a GPU or under torch.compile is packed without a host sync by moving
+    the padding into a trailing list (labels 0, weight 0), whose result the callers drop.
+    On the CPU only the valid items are packed.
     """
 
     scores: Tensor
@@ -310,10 +311,14 @@ class PackedLists(NamedTuple):
     padded_shape: Optional[tuple]  # (B, L) when the input was padded
     scatter_index: Optional[Tensor]  # packed position of each padded element, [B*L]
 
+    @property
+    def has_padding_list(self) -> bool:
+        return self.offsets.shape[0] - 1 > self.num_lists
+
     def own_lists(self, per_list: Tensor) -> Tensor:
         """``per_list`` values (last dim: one per list of ``offsets``) of the caller's
         ``num_lists`` lists: without the padding list, sliced only where there is one."""
-        return per_list if self.padded_shape is None else per_list[..., :self.num_lists]
+        return per_list[..., :self.num_lists] if self.has_padding_list else per_list
 
 
 def _check_scores_labels(scores, labels, weights):
@@ -458,10 +463,23 @@ def as_packed(
     return PackedLists(scores, labels, weights, offsets, offsets.shape[0] - 1, None, None)
 
 
+# Tests set it to run the GPU's sync-free packing (with a padding list) on the CPU.
+_PADDING_LIST_ON_CPU = False
+
+
 def _pack_padded(scores: Tensor, labels: Tensor, weights: Optional[Tensor], mask: Tensor) -> PackedLists:
+    B, L = scores.shape
+    if (scores.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not _PADDING_LIST_ON_CPU):
+        # The valid items only, in row-major order: on the CPU their count is a free host
+        # read, and the kernels then have no padding list to work through (a ListMLE sort
+        # and scan, a pair count, over every padding item).
+        lengths = mask.sum(1)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lengths.to(torch.int64), 0)])
+        return PackedLists(scores[mask], labels[mask], None if weights is None else weights[mask],
+                           offsets, B, (B, L), None)
     # Valid items first, in row-major order, then the padding as one trailing list; all
     # shapes static (no host sync, traceable by torch.compile).
-    B, L = scores.shape
     flat_mask = mask.reshape(-1)
     lengths = mask.sum(1)
     n_valid = lengths.sum()

@@ -22,6 +22,20 @@ def device(request):
     return request.param
 
 
+@pytest.fixture(params=["valid_only", "padding_list"])
+def packing(request, monkeypatch):
+    """How padded input is packed: on the CPU only the valid items ("valid_only"), or as on
+    a GPU and under torch.compile, with no host sync, the padding moved into a trailing
+    list whose results are dropped ("padding_list", forced here so that the CPU tests
+    cover the GPU's path)."""
+    from rankops import segments
+    if (request.param == "valid_only" and "device" in request.fixturenames
+            and request.getfixturevalue("device") == "cuda"):
+        pytest.skip("CUDA inputs are always packed with a padding list")
+    monkeypatch.setattr(segments, "_PADDING_LIST_ON_CPU", request.param == "padding_list")
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -368,7 +368,7 @@ def test_signed_weights_match_reference(device, case):
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 @pytest.mark.parametrize("fill", [-math.inf, math.inf, math.nan])
-def test_padding_scores_never_matter(device, case, fill):
+def test_padding_scores_never_matter(device, case, fill, packing):
     # The usual masked_fill(~mask, -inf) padding (or inf, NaN) must give the loss and the
     # gradient of the packed lists, and an exact 0 gradient at the padding.
     name, opts = case
@@ -389,7 +389,7 @@ def test_padding_scores_never_matter(device, case, fill):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_random_masks_match_reference(device, case):
+def test_random_masks_match_reference(device, case, packing):
     # Padding scattered through the rows (not only at their end), item weights. Finite
     # scores: the dense reference meets inf - inf at infinite scores (softmax 0 * log 0,
     # ListMLE's and ApproxNDCG's differences), see the infinite-score tests below.

@@ -272,7 +272,7 @@ def test_evaluate_matches_reference(device, ties, empty, gain):
 
 @pytest.mark.parametrize("special", [False, True])
 @pytest.mark.parametrize("empty", ["zero", "one", "skip"])
-def test_random_masks_match_reference(device, special, empty):
+def test_random_masks_match_reference(device, special, empty, packing):
     # Padding scattered through the rows; with special, valid items also score -inf or
     # NaN (ranked as -inf, by position) with padding before them: every real item, -inf
     # and NaN included, ranks before every padding slot.

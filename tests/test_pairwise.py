@@ -424,7 +424,7 @@ def test_layouts_agree(device, weight):
     torch.testing.assert_close(by_ids, by_ids_expected, rtol=0, atol=0)
 
 
-def test_padded_gradients_reach_only_valid_items(device):
+def test_padded_gradients_reach_only_valid_items(device, packing):
     S = torch.randn(2, 4, dtype=torch.float64, device=device, requires_grad=True)
     Y = torch.tensor([[2.0, 0.0, 1.0, 9.0], [0.0, 1.0, 7.0, 7.0]], dtype=torch.float64, device=device)
     lengths = torch.tensor([3, 2], device=device)
@@ -437,7 +437,7 @@ def test_padded_gradients_reach_only_valid_items(device):
 
 @pytest.mark.parametrize("pair_fn", PAIR_FNS)
 @pytest.mark.parametrize("fill", [-math.inf, math.nan])
-def test_padding_scores_never_matter(device, pair_fn, fill):
+def test_padding_scores_never_matter(device, pair_fn, fill, packing):
     # masked_fill(~mask, -inf) padding, without weights: the padding list keeps weight 1.
     s, y, off = random_batch([3, 0, 5, 1, 4], device=device, seed=3)
     S, mask = rankops.segments.unpack(s, off, fill=fill)
@@ -458,7 +458,7 @@ def test_padding_scores_never_matter(device, pair_fn, fill):
 @pytest.mark.parametrize("weight", WEIGHTS)
 @pytest.mark.parametrize("k", [None, 3])
 @pytest.mark.parametrize("special", [False, True])
-def test_random_masks_match_reference(device, fn, weight, k, special):
+def test_random_masks_match_reference(device, fn, weight, k, special, packing):
     # Padding scattered through the rows (not only at their end). With special, valid
     # items also score -inf (label 0) or NaN, so the rank of a real -inf/NaN item
     # against the padding before it matters: the ndcg weights use it.
@@ -485,7 +485,7 @@ def test_random_masks_match_reference(device, fn, weight, k, special):
         torch.testing.assert_close(S1.grad, S2.grad, rtol=1e-12, atol=1e-12)
 
 
-def test_padded_full_rows_without_lengths(device):
+def test_padded_full_rows_without_lengths(device, packing):
     S = torch.randn(3, 5, dtype=torch.float64, device=device)
     Y = torch.randint(0, 3, (3, 5), device=device).double()
     got = rankops.ranknet_loss(S, Y, reduction="none")

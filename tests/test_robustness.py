@@ -221,7 +221,7 @@ def test_pairwise_nan_score_gives_nan(fn):
 
 @pytest.mark.parametrize("name", sorted(KERNEL_LOSSES) + ["mse", "sigmoid"])
 @pytest.mark.parametrize("pad_label", [-1.0, float("nan"), float("inf")])
-def test_padding_labels_are_never_validated(name, pad_label):
+def test_padding_labels_are_never_validated(name, pad_label, packing):
     fn = KERNEL_LOSSES.get(name) or getattr(rankops, f"{name}_loss")
     S = torch.tensor([[0.5, -0.2, 1.0, 0.0], [0.3, 0.8, 0.0, 0.0]], dtype=torch.float64)
     Y = torch.tensor([[2.0, 0.0, 1.0, pad_label], [1.0, 0.0, pad_label, pad_label]])

@@ -50,14 +50,21 @@ def test_unpack_max_len():
         segments.unpack(torch.tensor([1.0, 2.0]), torch.tensor([0, 2]), max_len=1)
 
 
-def test_internal_padded_packing_moves_padding_to_a_trailing_list():
+def test_internal_padded_packing(packing):
     scores = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     labels = torch.tensor([[1, 0, 0], [2, 1, 0]])
     lists = segments.as_packed(scores, labels, lengths=torch.tensor([1, 2]))
     assert lists.num_lists == 2
-    assert lists.offsets.tolist() == [0, 1, 3, 6]
-    assert lists.scores.tolist() == [1.0, 4.0, 5.0, 0.0, 0.0, 0.0]  # padding scores zeroed
-    assert lists.labels.tolist() == [1, 2, 1, 0, 0, 0]
+    if packing == "valid_only":  # the CPU's: a free host read sizes the valid items
+        assert not lists.has_padding_list
+        assert lists.offsets.tolist() == [0, 1, 3]
+        assert lists.scores.tolist() == [1.0, 4.0, 5.0]
+        assert lists.labels.tolist() == [1, 2, 1]
+    else:  # the GPU's, sync-free: the padding moved into a trailing list
+        assert lists.has_padding_list
+        assert lists.offsets.tolist() == [0, 1, 3, 6]
+        assert lists.scores.tolist() == [1.0, 4.0, 5.0, 0.0, 0.0, 0.0]  # padding scores zeroed
+        assert lists.labels.tolist() == [1, 2, 1, 0, 0, 0]
 
 
 @pytest.mark.parametrize(
@@ -139,7 +146,7 @@ class _HostReads:
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("layout", ["offsets", "lengths", "none", "padded", "mask", "padded+lengths"])
-def test_validation_costs_one_host_read(layout, device, monkeypatch):
+def test_validation_costs_one_host_read(layout, device, monkeypatch, packing):
     """Labels, offsets or lengths, exp2 and max_grade bounds: all checked in one read (one
     device sync on CUDA), whatever the layout. On the CPU, where a read costs no sync,
     each check reads its own few numbers unless told to merge as on a GPU."""
