@@ -27,7 +27,7 @@ $(VENV)/.deps-ok: pyproject.toml Makefile
 
 # The tests' independent oracles: trec_eval (metrics) and Rax on JAX (losses and metrics).
 $(VENV)/.test-deps-ok: $(VENV)/.deps-ok
-	$(PIP) install -q pytrec-eval-terrier jax "rax==0.4.0"
+	$(PIP) install -q pytrec-eval-terrier "jax<0.11" "rax==0.4.0"
 	touch $@
 
 # Rebuild when the sources changed or another venv/torch built the in-tree extension.

@@ -106,7 +106,7 @@ def _pointwise_packed(lists, per_item_fn, reduction):
     # per-list sums, each over its own items only (a global prefix sum differenced at the
     # offsets let one huge or NaN item spoil every later list); segment_reduce sums each
     # segment in order: deterministic, differentiable, traceable
-    return torch.segment_reduce(per_item, "sum", offsets=lists.offsets, initial=0)[:B]
+    return lists.own_lists(torch.segment_reduce(per_item, "sum", offsets=lists.offsets, initial=0))
 
 
 def _sigmoid_items(s, y):

@@ -85,8 +85,10 @@ class _DataChecks:
 
     def run(self) -> None:
         parts = self._parts
-        merge = (len(parts) > 1 and all(isinstance(v, Tensor) for v, _ in parts)
-                 and (parts[0][0].device.type != "cpu" or self.merge_on_cpu))
+        # summaries already read (lists) occur only on the CPU, where nothing is merged
+        first = parts[0][0] if parts else None
+        merge = (len(parts) > 1 and isinstance(first, Tensor)
+                 and (first.device.type != "cpu" or self.merge_on_cpu))
         if merge:
             values = torch.cat([v.to(torch.float64) for v, _ in parts]).tolist()
             start = 0
@@ -310,6 +312,7 @@ class PackedLists(NamedTuple):
     num_lists: int
     padded_shape: Optional[tuple]  # (B, L) when the input was padded
     scatter_index: Optional[Tensor]  # packed position of each padded element, [B*L]
+    #                                   (the sync-free packing only; else None)
 
     @property
     def has_padding_list(self) -> bool:
@@ -425,7 +428,7 @@ def as_packed(
                 f"{scores.shape[0]} items pass scores.squeeze(-1)", stacklevel=_caller_stacklevel())
         lists = _pack_padded(scores, labels, weights,
                              _padded_mask(scores, lengths, mask, validate=validate, checks=checks))
-        if validate:  # after packing: the padding's labels and weights are 0 there
+        if validate:  # after packing: the padding is dropped, or zeroed in the padding list
             _add_label_check(checks, lists.labels, label_bounds)
             _add_weight_check(checks, lists.weights)
         checks.run()
@@ -474,8 +477,7 @@ def _pack_padded(scores: Tensor, labels: Tensor, weights: Optional[Tensor], mask
         # The valid items only, in row-major order: on the CPU their count is a free host
         # read, and the kernels then have no padding list to work through (a ListMLE sort
         # and scan, a pair count, over every padding item).
-        lengths = mask.sum(1)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(lengths.to(torch.int64), 0)])
+        offsets = offsets_from_lengths(mask.sum(1), validate=False)
         return PackedLists(scores[mask], labels[mask], None if weights is None else weights[mask],
                            offsets, B, (B, L), None)
     # Valid items first, in row-major order, then the padding as one trailing list; all

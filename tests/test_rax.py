@@ -2,9 +2,10 @@
 same losses and metrics written by others, in another framework, from the papers.
 
 Losses are compared per list and gradients per item (jax.grad against autograd), in
-float64, on lists of several lengths (one item to 40) with label ties, with and without
-score ties (both libraries break score ties by position). Rax takes the lists padded to
-``[B, L]`` with its ``where`` mask; rankops takes them packed.
+float64, on lists of several lengths (empty, one item, up to 40) with label ties, with
+and without score ties (both libraries break score ties by position). Rax takes the
+lists padded to ``[B, L]`` with its ``where`` mask; rankops takes them packed, and for
+some losses and the metrics also padded with a mask (both of its packings).
 
 Conventions that differ, mapped here rather than hidden (README, docs/decisions.md):
   * Rax multiplies its DCG lambda weights by the padded row length (``ranks.shape[-1]``);
@@ -38,7 +39,7 @@ jax.config.update("jax_enable_x64", True)
 
 import rankops  # noqa: E402
 
-LENGTHS = [1, 2, 3, 8, 17, 40]
+LENGTHS = [1, 2, 3, 8, 17, 40, 0]
 
 
 def random_lists(seed, ties, *, grades=5):
@@ -67,14 +68,33 @@ def pack(lists, device):
     return scores, labels, weights, offsets
 
 
-def ours(loss_fn, lists, device, *, with_weights=False, **kwargs):
-    """Per-list losses [B] and the gradient of their sum, as numpy."""
-    scores, labels, weights, offsets = pack(lists, device)
+@pytest.fixture(params=["packed", "padded", "padded+padding_list"])
+def layout(request, monkeypatch):
+    """How rankops gets the lists: packed with offsets, or padded ``[B, L]`` with a mask,
+    packed inside to the valid items (the CPU's way) or with a padding list (the GPU's)."""
+    from rankops import segments
+    monkeypatch.setattr(segments, "_PADDING_LIST_ON_CPU", request.param.endswith("padding_list"))
+    return request.param.split("+")[0]
+
+
+def rankops_inputs(lists, device, layout):
+    """(scores, labels, weights, layout kwargs) for rankops, packed or padded."""
+    if layout == "packed":
+        scores, labels, weights, offsets = pack(lists, device)
+        return scores, labels, weights, {"offsets": offsets}
+    S, Y, W, where = (torch.tensor(np.asarray(a), device=device) for a in padded_lists(lists))
+    return S, Y, W, {"mask": where}
+
+
+def ours(loss_fn, lists, device, *, with_weights=False, layout="packed", **kwargs):
+    """Per-list losses [B] and the gradient of their sum (items in list order), as numpy."""
+    scores, labels, weights, where = rankops_inputs(lists, device, layout)
     scores.requires_grad_(True)
-    loss = loss_fn(scores, labels, offsets=offsets, weights=weights if with_weights else None,
-                   reduction="none", **kwargs)
+    loss = loss_fn(scores, labels, weights=weights if with_weights else None, reduction="none",
+                   **where, **kwargs)
     loss.sum().backward()
-    return loss.detach().cpu().numpy(), scores.grad.cpu().numpy()
+    grad = scores.grad if layout == "packed" else scores.grad[where["mask"]]  # row-major
+    return loss.detach().cpu().numpy(), grad.cpu().numpy()
 
 
 def padded_lists(lists):
@@ -169,10 +189,10 @@ def test_label_diff_weights(device, ties):
 @TIES
 @pytest.mark.parametrize("k", [None, 1, 3, 10])
 @pytest.mark.parametrize("gain", ["exp2", "linear"])
-def test_lambdarank(device, ties, k, gain):
+def test_lambdarank(device, ties, k, gain, layout):
     lists = random_lists(3, ties)
     weight = functools.partial(rax.dcg_lambdaweight, normalize=True, topn=k, **RAX_GAIN[gain])
-    got = ours(rankops.lambdarank_loss, lists, device, k=k, gain=gain)
+    got = ours(rankops.lambdarank_loss, lists, device, k=k, gain=gain, layout=layout)
     want = theirs(rax.pairwise_logistic_loss, lists, lambdaweight_fn=weight, scale_by_length=True)
     assert_agree(got, want)
 
@@ -199,11 +219,35 @@ def test_lambdaloss(device, ties, variant):
 
 @TIES
 @pytest.mark.parametrize("with_weights", [False, True], ids=["", "weights"])
-def test_softmax(device, ties, with_weights):
+def test_softmax(device, ties, with_weights, layout):
     lists = random_lists(5, ties)
-    got = ours(rankops.softmax_loss, lists, device, with_weights=with_weights)
+    got = ours(rankops.softmax_loss, lists, device, with_weights=with_weights, layout=layout)
     want = theirs(rax.softmax_loss, lists, with_weights=with_weights)
     assert_agree(got, want)
+
+
+def test_documented_differences(device):
+    """The conventions the module docstring names, where rankops and Rax disagree on
+    purpose: both sides computed, so that a change on either side shows here."""
+    s, y = np.array([0.3]), np.array([2.0])  # one item: ApproxNDCG 0 here, -1 (-NDCG) in Rax
+    got = ours(rankops.approx_ndcg_loss, [(s, y, s)], device)
+    want = theirs(lambda x, y_, **kw: -rax.ndcg_metric(x, y_, rank_fn=rax.utils.approx_ranks, **kw),
+                  [(s, y, s)])
+    assert got[0].tolist() == [0.0] and want[0].tolist() == [-1.0]
+    assert got[1].tolist() == [0.0] and want[1].tolist() == [0.0]
+    # label_norm with no positive label: 0 here, a uniform target in Rax
+    s, y = np.array([0.5, -1.0, 2.0]), np.zeros(3)
+    got = ours(rankops.softmax_loss, [(s, y, s)], device, label_norm=True)
+    want = theirs(rax.softmax_loss, [(s, y, s)], label_fn=rax.utils.normalize_probabilities)
+    uniform = float(np.mean(np.log(np.exp(s).sum()) - s))
+    assert got[0].tolist() == [0.0]
+    np.testing.assert_allclose(want[0], [uniform], rtol=1e-12)
+    # lambda weights with item weights: Rax's |w_i G_i - w_j G_j| differs from |G_i - G_j|
+    lists = random_lists(11, False)[4:]
+    got = ours(rankops.lambdarank_loss, lists, device, with_weights=True)
+    want = theirs(rax.pairwise_logistic_loss, lists, with_weights=True, scale_by_length=True,
+                  lambdaweight_fn=functools.partial(rax.dcg_lambdaweight, normalize=True))
+    assert np.abs(got[0] - want[0]).max() > 1e-3
 
 
 @TIES
@@ -217,9 +261,9 @@ def test_softmax_label_norm(device, ties):
 
 
 @TIES
-def test_listmle(device, ties):
+def test_listmle(device, ties, layout):
     lists = random_lists(7, ties)  # label ties: both keep the input order
-    got = ours(rankops.listmle_loss, lists, device)
+    got = ours(rankops.listmle_loss, lists, device, layout=layout)
     want = theirs(rax.listmle_loss, lists, jit=True)
     assert_agree(got, want, grad=not ties)
     if ties:  # Rax's gradient is wrong there (module docstring): the loss's own slope
@@ -277,12 +321,12 @@ METRICS = {  # rankops name -> (Rax metric, whether it takes a gain)
 @pytest.mark.parametrize("metric,gain", [(m, g) for m, (_, takes_gain) in METRICS.items()
                                          for g in (["exp2", "linear"] if takes_gain else [None])])
 @pytest.mark.parametrize("k", [None, 1, 3, 10])
-def test_metrics(device, ties, metric, gain, k):
+def test_metrics(device, ties, metric, gain, k, layout):
     rax_fn, _ = METRICS[metric]
     lists = random_lists(10, ties)
-    scores, labels, _, offsets = pack(lists, device)
+    scores, labels, _, where = rankops_inputs(lists, device, layout)
     gain_args = ({"gain": gain}, RAX_GAIN[gain]) if gain else ({}, {})
-    got = getattr(rankops.metrics, metric)(scores, labels, offsets=offsets, k=k, reduction="none",
+    got = getattr(rankops.metrics, metric)(scores, labels, k=k, reduction="none", **where,
                                            **gain_args[0])
     S, Y, _, where = padded_lists(lists)
     want = rax_fn(S, Y, where=where, topn=k, reduce_fn=None, **gain_args[1])

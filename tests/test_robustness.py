@@ -261,7 +261,7 @@ def test_infinite_labels_are_an_error():
 
 
 @pytest.mark.parametrize("bad", [float("nan"), INF, -INF])
-def test_non_finite_weights_are_an_error(bad):
+def test_non_finite_weights_are_an_error(bad, packing):
     s, y, off = torch.randn(6), torch.tensor([0.0, 1, 2, 0, 1, 2]), torch.tensor([0, 3, 6])
     w = torch.ones(6)
     w[4] = bad

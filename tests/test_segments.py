@@ -165,8 +165,9 @@ def test_validation_costs_one_host_read(layout, device, monkeypatch, packing):
     if layout in ("offsets", "lengths", "none"):
         s, y = s.reshape(-1), y.reshape(-1)
     # the CUDA pairwise op reads its launch plan itself (C++, not counted here)
-    for call in (lambda: rankops.lambdarank_loss(s, y, **kw),
-                 lambda: rankops.softmax_loss(s, y, **kw),
+    w = torch.ones_like(s)  # item weights are checked in the same read
+    for call in (lambda: rankops.lambdarank_loss(s, y, weights=w, **kw),
+                 lambda: rankops.softmax_loss(s, y, weights=w, **kw),
                  lambda: metrics.evaluate(s, y, metrics=["ndcg@2", "err"], max_grade=3, **kw)):
         with _HostReads() as reads:
             call()
