@@ -109,7 +109,7 @@ __global__ void delta_table_kernel(T* __restrict__ delta, int64_t size) {
 template <typename T>
 int64_t medium_cap_for_device(int device) {
   const int optin = cuda::device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  const size_t budget = static_cast<size_t>(optin) - 1024;  // block_sum's static buffers
+  const size_t budget = static_cast<size_t>(optin) - kBlockKernelStaticSmem;
   int64_t cap = kMediumMaxCap;
   while (cap > 64 && block_list_smem_bytes<T>(cap) > budget) cap /= 2;
   return cap;

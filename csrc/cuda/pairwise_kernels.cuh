@@ -24,6 +24,9 @@ namespace pairwise_cuda {
 
 constexpr int kShortMax = 32;             // warp-per-list class
 constexpr int kMediumMaxCap = 4096;       // block-per-list class, at most
+// Static shared memory the block kernel may use (block_sum's buffers: 384-640 bytes on
+// sm_90) on top of its dynamic buffers; checked against ptxas by scripts/cuda_resources.py.
+constexpr size_t kBlockKernelStaticSmem = 1024;
 constexpr int kThreads = 256;             // threads per block (warp kernel: 8 lists a block)
 
 // Classes: 0 short, 1 medium up to kMediumSplit, 2 medium above it, 3 long. The two
