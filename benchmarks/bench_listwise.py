@@ -112,8 +112,13 @@ def main():
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", help="also write the Markdown table here")
     p.add_argument("--only", help="run only the shapes whose name contains one of these comma-separated strings, e.g. '(s),(a)'")
+    p.add_argument("--losses", help="run only these losses (comma-separated names as in the "
+                   f"table: {', '.join(LOSSES)})")
     p.add_argument("--measure-memory", help=argparse.SUPPRESS)
     a = p.parse_args()
+    unknown = set(a.losses.split(",")) - set(LOSSES) if a.losses else set()
+    if unknown:
+        p.error(f"--losses: unknown {', '.join(sorted(unknown))}; choose from {', '.join(LOSSES)}")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.measure_memory:
@@ -129,6 +134,8 @@ def main():
     last_shape = None
     for shape, lengths, loss in cases(device, a.quick):
         if a.only and not any(part in shape for part in a.only.split(",")):
+            continue
+        if a.losses and loss not in a.losses.split(","):
             continue
         batch = common.make_batch(lengths, device=device)
         if shape != last_shape:  # the pointwise floor, once per shape

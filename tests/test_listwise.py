@@ -448,6 +448,43 @@ def test_listmle_exact_gradient_with_tied_scores(device):
     _compare(device, "listmle_loss", {}, [6, 9, 12], ties=True, seed=5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("labels", ["grades", "continuous", "tied_continuous"])
+def test_listmle_long_lists_match_reference(device, dtype, labels):
+    # Lists of more than 64 items take the CPU's radix sort of the labels (it skips the
+    # bytes all labels share: grades 0..4 differ in two, continuous labels in all), and
+    # every list of finite scores the suffix log-sum-exp through the suffix max. Here:
+    # ties by position (-0.0 tied with +0.0), and score gaps of ~200 (exp underflows in
+    # float32 below ~-87) around lists of 64 and 65 items.
+    lengths = [65, 64, 300, 1000, 3, 0, 129]
+    g = torch.Generator().manual_seed(11)
+    n = sum(lengths)
+    s64 = torch.randn(n, generator=g, dtype=torch.float64) * 3
+    s64[::97] += 200.0
+    if labels == "grades":
+        y = torch.randint(0, 5, (n,), generator=g).double()
+    elif labels == "continuous":
+        y = torch.rand(n, generator=g, dtype=torch.float64) * 10
+    else:  # a few distinct values in steps of 1/4, half the zeros negative zero
+        y = torch.round(torch.rand(n, generator=g, dtype=torch.float64) * 8) / 4
+        zeros = (y == 0).nonzero().flatten()
+        y[zeros[::2]] = -0.0
+        assert torch.signbit(y).any() and (y == 0).sum() > torch.signbit(y).sum()
+    w = torch.rand(n, generator=g, dtype=torch.float64) + 0.1
+    off = torch.tensor([0] + lengths, dtype=torch.int64).cumsum(0)
+    s64, y, w, off = (t.to(device) for t in (s64, y, w, off))
+    s = s64.to(dtype).requires_grad_()
+    got = rankops.listmle_loss(s, y, offsets=off, weights=w, reduction="none")
+    got.sum().backward()
+    x = s.detach().double().requires_grad_()  # the same (rounded) scores, in float64
+    want = reference.listmle_loss(x, y, offsets=off, weights=w, reduction="none")
+    want.sum().backward()
+    assert torch.isfinite(got).all() and torch.isfinite(s.grad).all()
+    tol = 1e-10 if dtype == torch.float64 else F32_RTOL
+    assert_close_per_list(got, want, rtol=tol, msg="loss: ")
+    assert_close_per_list(s.grad, x.grad, off, rtol=tol, msg="gradient: ")
+
+
 @pytest.mark.parametrize("name", LISTWISE)
 def test_nan_score_gives_nan_for_its_list_only(device, name):
     # A NaN next to a -inf in label order, in both orders (the CPU and CUDA scans combine

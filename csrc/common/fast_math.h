@@ -1,4 +1,4 @@
-// exp and log1p for the pair loops.
+// exp, log1p and log for the pair loops and the ListMLE scans.
 //
 // float (the accumulation type of float16/bfloat16/float32 inputs):
 //   * on the GPU: the hardware's __expf / __logf (one MUFU op each);
@@ -88,8 +88,37 @@ RANKOPS_HD float log1p_unit(float u) {
 #endif
 }
 
+// log(x) for x >= 1 (ListMLE's scaled suffix sums, which lie in [1, n]).
+RANKOPS_HD float log_at_least_one(float x) {
+#if RANKOPS_DEVICE_PASS
+  return __logf(x);
+#else
+  // x = 2^e * m with m in [sqrt(1/2), sqrt(2)), read from the bits (x is normal)
+  const int32_t bits = float_to_bits(x);
+  const int32_t e_half = ((bits >> 23) & 0xff) - 126;  // x = 2^e_half * [0.5, 1)
+  const float half_m = bits_to_float((bits & 0x007fffff) | 0x3f000000);
+  const bool low = half_m < 0.70710678118f;
+  const float e = static_cast<float>(low ? e_half - 1 : e_half);
+  const float m = (low ? half_m + half_m : half_m) - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292e-2f;
+  y = y * m - 1.1514610310e-1f;
+  y = y * m + 1.1676998740e-1f;
+  y = y * m - 1.2420140846e-1f;
+  y = y * m + 1.4249322787e-1f;
+  y = y * m - 1.6668057665e-1f;
+  y = y * m + 2.0000714765e-1f;
+  y = y * m - 2.4999993993e-1f;
+  y = y * m + 3.3333331174e-1f;
+  y = y * m * z;
+  y = y - 2.12194440e-4f * e - 0.5f * z;
+  return m + y + 0.693359375f * e;
+#endif
+}
+
 RANKOPS_HD double exp_nonpositive(double x) { return exp(x); }
 RANKOPS_HD double log1p_unit(double u) { return log1p(u); }
+RANKOPS_HD double log_at_least_one(double x) { return log(x); }
 
 }  // namespace math
 }  // namespace rankops

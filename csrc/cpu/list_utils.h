@@ -38,6 +38,57 @@ void stable_rank_order(int64_t n, Get get, std::vector<std::pair<T, int64_t>>& k
   for (int64_t r = 0; r < n; ++r) order[r] = keyed[r].second;
 }
 
+// order[r] = the index (0..n-1) of the r-th smallest of n unsigned keys, ties by index
+// (a stable sort); the keys are used as scratch. Short lists take an insertion sort;
+// longer ones an LSD radix sort by bytes that skips every byte all keys share (labels
+// 0..4 as float bits differ in one byte, so one or two O(n) passes replace an
+// O(n log n) comparison sort).
+template <typename K>
+struct StableKeyOrder {
+  std::vector<K> key_tmp;
+  std::vector<int64_t> idx_tmp;
+
+  void operator()(K* keys, int64_t n, int64_t* order) {
+    if (n <= 64) {
+      for (int64_t i = 0; i < n; ++i) order[i] = i;
+      for (int64_t i = 1; i < n; ++i) {
+        const int64_t v = order[i];
+        int64_t j = i;
+        for (; j > 0 && keys[v] < keys[order[j - 1]]; --j) order[j] = order[j - 1];
+        order[j] = v;
+      }
+      return;
+    }
+    K all_and = ~K(0), all_or = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      all_and &= keys[i];
+      all_or |= keys[i];
+    }
+    const K varying = all_and ^ all_or;
+    key_tmp.resize(n);
+    idx_tmp.resize(n);
+    for (int64_t i = 0; i < n; ++i) order[i] = i;
+    K* src_key = keys;
+    K* dst_key = key_tmp.data();
+    int64_t* src_idx = order;
+    int64_t* dst_idx = idx_tmp.data();
+    for (int shift = 0; shift < static_cast<int>(8 * sizeof(K)); shift += 8) {
+      if (((varying >> shift) & K(0xff)) == 0) continue;
+      int64_t count[257] = {0};
+      for (int64_t i = 0; i < n; ++i) ++count[((src_key[i] >> shift) & K(0xff)) + 1];
+      for (int d = 0; d < 256; ++d) count[d + 1] += count[d];
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t at = count[(src_key[i] >> shift) & K(0xff)]++;
+        dst_key[at] = src_key[i];
+        dst_idx[at] = src_idx[i];
+      }
+      std::swap(src_key, dst_key);
+      std::swap(src_idx, dst_idx);
+    }
+    if (src_idx != order) std::copy(src_idx, src_idx + n, order);
+  }
+};
+
 // Number of pairs (i, j) with y_i > y_j: n(n-1)/2 minus the pairs inside tie groups.
 // Sorts `labels` in place.
 template <typename T>

@@ -5,8 +5,10 @@
 // gradient (list_grad.h). Memory is O(N); every sum runs in a fixed order that depends
 // only on the list sizes, so results do not depend on the number of threads.
 //  * softmax:     per list, a max, a sum of exp and one pass for loss and gradient;
-//  * listmle:     per list, a stable sort by label, a reverse log-add-exp scan (L_k) and
-//                 a forward scan for the gradient (listwise_math.h);
+//  * listmle:     per list, a stable sort by label (a radix sort beyond 64 items), the
+//                 suffix log-sum-exps L_k through the suffix max (vector exps and logs
+//                 around two cheap serial scans; the log-add-exp scan of listwise_math.h
+//                 where a score is infinite or NaN) and a forward scan for the gradient;
 //  * approx_ndcg: two O(n^2) pair passes, each unordered pair evaluated once per pass
 //                 (row i = the earlier item updates itself and, through a column buffer,
 //                 the later item j): smooth ranks first, then the gradient. Long lists
@@ -110,8 +112,8 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
 
 // ---- ListMLE ----------------------------------------------------------------------
 
-// A float label as 32 bits whose unsigned order is the label's descending order (-0.0
-// and +0.0 equal, as they compare on the CPU).
+// A label as unsigned bits whose ascending order is the label's descending order (-0.0
+// and +0.0 equal, as they compare).
 inline uint32_t descending_bits(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof(u));
@@ -120,32 +122,53 @@ inline uint32_t descending_bits(float x) {
   return ~ascending;
 }
 
-// order[r] = the item at position r of the order by label descending, ties by position.
-// float labels: one sort of uint64 keys (label bits, position), about 3x faster than
-// sorting (label, position) pairs with a comparator; double labels take that path.
+inline uint64_t descending_bits(double x) {
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if (x == 0.0) u = 0;
+  const uint64_t sign = uint64_t(1) << 63;
+  const uint64_t ascending = (u & sign) ? ~u : (u | sign);
+  return ~ascending;
+}
+
 template <typename T>
-void label_order(const T* y, int64_t n, std::vector<uint64_t>& keys,
-                 std::vector<std::pair<T, int64_t>>& keyed, int64_t* order) {
-  if constexpr (std::is_same<T, float>::value) {
-    if (n < (int64_t(1) << 32)) {
-      keys.resize(n);
-      for (int64_t i = 0; i < n; ++i)
-        keys[i] = (uint64_t(descending_bits(y[i])) << 32) | static_cast<uint64_t>(i);
-      if (n <= 32) {  // insertion sort: short lists dominate
-        for (int64_t i = 1; i < n; ++i) {
-          const uint64_t v = keys[i];
-          int64_t j = i;
-          for (; j > 0 && v < keys[j - 1]; --j) keys[j] = keys[j - 1];
-          keys[j] = v;
-        }
-      } else {
-        std::sort(keys.begin(), keys.end());
-      }
-      for (int64_t r = 0; r < n; ++r) order[r] = static_cast<int64_t>(keys[r] & 0xffffffffu);
-      return;
-    }
+using LabelKey = std::conditional_t<std::is_same<T, float>::value, uint32_t, uint64_t>;
+
+// L_r = log sum_{m >= r} exp(rs_m) for finite scores, without a serial chain of
+// log-add-exps (each waits for the previous one's exp and log): with the suffix max
+// M_r = max_{m >= r} rs_m, S_r = sum_{m >= r} exp(rs_m - M_r) lies in [1, n - r] and
+// S_r = exp(rs_r - M_r) + exp(M_{r+1} - M_r) S_{r+1}, so L_r = M_r + log S_r. The
+// serial parts are a max and a multiply-add; the exps and logs run as vector loops.
+// With the radix sort, 2-6x faster than the log-add-exp scan and comparison sort
+// (benchmarks/RESULTS.md), and more accurate in float32 (no rounding chain through n logs).
+template <typename T>
+void suffix_log_sum_exp(const T* __restrict rs, int64_t n, T* __restrict lse, T* __restrict e,
+                        T* __restrict f) {
+  lse[n - 1] = rs[n - 1];
+  for (int64_t r = n - 2; r >= 0; --r) lse[r] = rs[r] > lse[r + 1] ? rs[r] : lse[r + 1];
+#pragma omp simd
+  for (int64_t r = 0; r < n; ++r) e[r] = math::exp_nonpositive(rs[r] - lse[r]);
+#pragma omp simd
+  for (int64_t r = 0; r < n - 1; ++r) f[r] = math::exp_nonpositive(lse[r + 1] - lse[r]);
+  T sum = e[n - 1];
+  for (int64_t r = n - 2; r >= 0; --r) {
+    sum = e[r] + f[r] * sum;
+    e[r] = sum;
   }
-  cpu::stable_rank_order<T>(n, [&](int64_t i) { return y[i]; }, keyed, order);
+#pragma omp simd
+  for (int64_t r = 0; r < n; ++r) lse[r] += math::log_at_least_one(e[r]);
+}
+
+// The gradient's exps: decay[r] = exp(L_r - L_{r-1}) (0 for r = 0: R_0 = w_0 even where
+// L_0 is infinite) and share[r] = exp(s_r - L_r).
+template <typename T>
+void grad_factors(const T* __restrict rs, const T* __restrict lse, int64_t n,
+                  T* __restrict decay, T* __restrict share) {
+  decay[0] = T(0);
+#pragma omp simd
+  for (int64_t r = 1; r < n; ++r) decay[r] = math::exp_nonpositive(lse[r] - lse[r - 1]);
+#pragma omp simd
+  for (int64_t r = 0; r < n; ++r) share[r] = math::exp_nonpositive(rs[r] - lse[r]);
 }
 
 template <typename scalar_t, typename T>
@@ -159,44 +182,53 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
   T* loss_out = loss.data_ptr<T>();
   T* grad_out = item_grad.numel() > 0 ? item_grad.data_ptr<T>() : nullptr;
   std::vector<double> cost(B);
-  for (int64_t b = 0; b < B; ++b) {
-    const double n = static_cast<double>(off[b + 1] - off[b]);
-    cost[b] = n * std::log2(2.0 + n);
-  }
+  for (int64_t b = 0; b < B; ++b) cost[b] = static_cast<double>(off[b + 1] - off[b]);
   run_by_cost(cost, [&](int64_t b0, int64_t b1) {
-    std::vector<std::pair<T, int64_t>> keyed;
-    std::vector<uint64_t> sort_keys;
+    cpu::StableKeyOrder<LabelKey<T>> sort;
+    std::vector<LabelKey<T>> keys;
     std::vector<int64_t> order;
-    std::vector<T> rs, rw, lse;
+    std::vector<T> rs, rw, lse, e, f;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = off[b], n = off[b + 1] - start;
       if (n == 0) continue;
+      keys.resize(n);
+      for (int64_t i = 0; i < n; ++i) keys[i] = descending_bits(y_in[start + i]);
       order.resize(n);
-      label_order(y_in + start, n, sort_keys, keyed, order.data());
+      sort(keys.data(), n, order.data());
       rs.resize(n);
       rw.resize(n);
       lse.resize(n);
+      e.resize(n);
+      f.resize(n);
       T max_score = -T(INFINITY);
+      bool finite = true;
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = start + order[r];
         rs[r] = static_cast<T>(s_in[i]);
         rw[r] = w_in ? w_in[i] : T(1);
         max_score = rs[r] > max_score ? rs[r] : max_score;
+        finite = finite && rs[r] - rs[r] == T(0);
       }
       // scores relative to the list's max: the loss and gradient use differences only
       const T shift = finite_shift(max_score);
       for (int64_t r = 0; r < n; ++r) rs[r] -= shift;
-      // L_r = log sum_{m >= r} exp(s_m), from the end
-      lse[n - 1] = rs[n - 1];
-      for (int64_t r = n - 2; r >= 0; --r) lse[r] = log_add_exp(rs[r], lse[r + 1]);
+      if (finite) {
+        suffix_log_sum_exp(rs.data(), n, lse.data(), e.data(), f.data());
+      } else {  // +-inf or NaN scores: the log-add-exp scan takes their limits
+        lse[n - 1] = rs[n - 1];
+        for (int64_t r = n - 2; r >= 0; --r) lse[r] = log_add_exp(rs[r], lse[r + 1]);
+      }
       T total = 0;
       for (int64_t r = 0; r < n; ++r) total += rw[r] * (lse[r] - rs[r]);
       loss_out[b] = total;
       if (!grad_out) continue;
-      T R = 0;  // sum_{k <= r} w_k exp(L_r - L_k)
+      // R_r = sum_{k <= r} w_k exp(L_r - L_k) = R_{r-1} exp(L_r - L_{r-1}) + w_r; the exps
+      // first (a vector loop), then the multiply-add chain
+      grad_factors(rs.data(), lse.data(), n, e.data(), f.data());
+      T R = 0;
       for (int64_t r = 0; r < n; ++r) {
-        R = (r > 0 ? R * math::exp_nonpositive(lse[r] - lse[r - 1]) : T(0)) + rw[r];
-        grad_out[start + order[r]] = R * math::exp_nonpositive(rs[r] - lse[r]) - rw[r];
+        R = R * e[r] + rw[r];
+        grad_out[start + order[r]] = R * f[r] - rw[r];
       }
     }
   });
