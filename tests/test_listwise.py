@@ -449,13 +449,14 @@ def test_listmle_exact_gradient_with_tied_scores(device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("labels", ["grades", "continuous", "tied_continuous"])
+@pytest.mark.parametrize("labels", ["grades", "two_grades", "continuous", "tied_continuous"])
 def test_listmle_long_lists_match_reference(device, dtype, labels):
     # Lists of more than 64 items take the CPU's radix sort of the labels (it skips the
-    # bytes all labels share: grades 0..4 differ in two, continuous labels in all), and
-    # every list of finite scores the suffix log-sum-exp through the suffix max. Here:
-    # ties by position (-0.0 tied with +0.0), and score gaps of ~200 (exp underflows in
-    # float32 below ~-87) around lists of 64 and 65 items.
+    # bytes all labels share: grades 0..4 differ in two, grades 2 and 3 in one (an odd
+    # number of passes), continuous labels in all), and every list of finite scores the
+    # suffix log-sum-exp through the suffix max. Here: ties by position (-0.0 tied with
+    # +0.0), and score gaps of ~200 (exp underflows in float32 below ~-87) around lists of
+    # 64 and 65 items. Labels are float32 values, so both sides tie the same ones.
     lengths = [65, 64, 300, 1000, 3, 0, 129]
     g = torch.Generator().manual_seed(11)
     n = sum(lengths)
@@ -463,8 +464,10 @@ def test_listmle_long_lists_match_reference(device, dtype, labels):
     s64[::97] += 200.0
     if labels == "grades":
         y = torch.randint(0, 5, (n,), generator=g).double()
+    elif labels == "two_grades":
+        y = torch.randint(2, 4, (n,), generator=g).double()
     elif labels == "continuous":
-        y = torch.rand(n, generator=g, dtype=torch.float64) * 10
+        y = torch.rand(n, generator=g, dtype=torch.float32).double() * 8
     else:  # a few distinct values in steps of 1/4, half the zeros negative zero
         y = torch.round(torch.rand(n, generator=g, dtype=torch.float64) * 8) / 4
         zeros = (y == 0).nonzero().flatten()
@@ -483,6 +486,21 @@ def test_listmle_long_lists_match_reference(device, dtype, labels):
     tol = 1e-10 if dtype == torch.float64 else F32_RTOL
     assert_close_per_list(got, want, rtol=tol, msg="loss: ")
     assert_close_per_list(s.grad, x.grad, off, rtol=tol, msg="gradient: ")
+
+
+def test_listmle_float32_scores_float32_max_apart(device):
+    # 3e38 - (-3e38) overflows float32: after the max-shift the last two scores are -inf,
+    # so the list must take the log-add-exp scan (a suffix max of -inf would put NaN into
+    # the suffix sums, which the polynomial log turns into a wrong finite value). The two
+    # leading items keep the float64 truth, a zero gradient; the loss is NaN
+    # (-inf - -inf in the last terms), as for infinite scores.
+    s = torch.tensor([3e38, 1.0, -3e38, -3e38], device=device, requires_grad=True)
+    y = torch.tensor([3.0, 2.0, 1.0, 0.0], device=device)
+    rankops.listmle_loss(s, y, reduction="sum").backward()
+    x = s.detach().double().requires_grad_()
+    reference.listmle_loss(x, y, reduction="sum").backward()
+    assert x.grad[:2].tolist() == [0.0, 0.0]
+    assert s.grad[:2].tolist() == [0.0, 0.0]
 
 
 @pytest.mark.parametrize("name", LISTWISE)

@@ -88,7 +88,8 @@ RANKOPS_HD float log1p_unit(float u) {
 #endif
 }
 
-// log(x) for x >= 1 (ListMLE's scaled suffix sums, which lie in [1, n]).
+// log(x) for finite x >= 1 (ListMLE's scaled suffix sums, which lie in [1, n]); NaN, inf
+// and x < 1 give wrong finite values on the CPU, so callers must stay in that domain.
 RANKOPS_HD float log_at_least_one(float x) {
 #if RANKOPS_DEVICE_PASS
   return __logf(x);

@@ -4,7 +4,8 @@
 //   softmax:     loss = sum_i t_i (lse(s) - s_i),  t_i = w_i y_i (label_norm: / sum |t|),
 //                d loss / d s_i = (sum t) softmax(s)_i - t_i.
 //   listmle:     with pi the order by label descending (ties by position),
-//                L_k = log sum_{m >= k} exp(s_{pi_m})  (a reverse log-add-exp scan),
+//                L_k = log sum_{m >= k} exp(s_{pi_m})  (a reverse log-add-exp scan; the
+//                CPU takes lists of finite scores through their suffix max instead),
 //                loss = sum_k w_{pi_k} (L_k - s_{pi_k}),
 //                d loss / d s_{pi_j} = sum_{k <= j} w_{pi_k} exp(s_{pi_j} - L_k) - w_{pi_j}.
 //                The sum is R_j exp(s_{pi_j} - L_j) with R_j = R_{j-1} exp(L_j - L_{j-1}) + w_{pi_j}:

@@ -181,9 +181,7 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
   const T* w_in = weights.defined() ? weights.data_ptr<T>() : nullptr;
   T* loss_out = loss.data_ptr<T>();
   T* grad_out = item_grad.numel() > 0 ? item_grad.data_ptr<T>() : nullptr;
-  std::vector<double> cost(B);
-  for (int64_t b = 0; b < B; ++b) cost[b] = static_cast<double>(off[b + 1] - off[b]);
-  run_by_cost(cost, [&](int64_t b0, int64_t b1) {
+  run_by_cost(linear_costs(off, B), [&](int64_t b0, int64_t b1) {
     cpu::StableKeyOrder<LabelKey<T>> sort;
     std::vector<LabelKey<T>> keys;
     std::vector<int64_t> order;
@@ -201,17 +199,20 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       e.resize(n);
       f.resize(n);
       T max_score = -T(INFINITY);
-      bool finite = true;
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = start + order[r];
         rs[r] = static_cast<T>(s_in[i]);
         rw[r] = w_in ? w_in[i] : T(1);
         max_score = rs[r] > max_score ? rs[r] : max_score;
+      }
+      // scores relative to the list's max: the loss and gradient use differences only.
+      // Finite after the shift (scores FLT_MAX apart overflow to -inf there).
+      const T shift = finite_shift(max_score);
+      bool finite = true;
+      for (int64_t r = 0; r < n; ++r) {
+        rs[r] -= shift;
         finite = finite && rs[r] - rs[r] == T(0);
       }
-      // scores relative to the list's max: the loss and gradient use differences only
-      const T shift = finite_shift(max_score);
-      for (int64_t r = 0; r < n; ++r) rs[r] -= shift;
       if (finite) {
         suffix_log_sum_exp(rs.data(), n, lse.data(), e.data(), f.data());
       } else {  // +-inf or NaN scores: the log-add-exp scan takes their limits
