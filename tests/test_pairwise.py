@@ -199,6 +199,46 @@ def test_long_list_matches_reference(device, weight, k):
     _compare(device, torch.float64, [2000], "logistic", weight, k, rtol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight", ["ndcg", "ndcg2pp"])
+@pytest.mark.parametrize("k", [None, 10])
+def test_long_lists_with_tied_and_infinite_scores_match_reference(device, dtype, weight, k):
+    # Lists of more than 64 items rank their scores (and count their label pairs) with the
+    # CPU's radix sort: ties by position, -0.0 tied with +0.0, -inf after every finite
+    # score; lists of 65 and 64 items sit on both sides of the insertion-sort cut.
+    lengths = [65, 64, 300, 1000, 129]
+    g = torch.Generator().manual_seed(21)
+    n = sum(lengths)
+    s64 = torch.round(torch.randn(n, generator=g, dtype=torch.float64) * 4) / 4
+    zeros = (s64 == 0).nonzero().flatten()
+    s64[zeros[::2]] = -0.0
+    y = torch.randint(0, 5, (n,), generator=g).double()
+    off = torch.tensor([0] + lengths).cumsum(0)
+    for b in range(len(lengths)):  # two -inf scores of one label per list: no inf - inf
+        i = int(off[b]) + torch.randperm(lengths[b], generator=g)[:2]
+        s64[i], y[i] = -math.inf, 0.0
+    assert torch.signbit(s64[s64 == 0]).any() and (~torch.signbit(s64[s64 == 0])).any()
+    s64, y, off = s64.to(device), y.to(device), off.to(device)
+    s = s64.to(dtype).clone().requires_grad_()
+    opts = dict(pair_fn="logistic", weight=weight, k=k, reduction="none")
+    got = rankops.pairwise_loss(s, y, offsets=off, **opts)
+    got.sum().backward()
+    x = s64.clone().requires_grad_()  # quarter steps: exact in both dtypes
+    want = reference.pairwise_loss(x, y, offsets=off, **opts)
+    want.sum().backward()
+    assert torch.isfinite(got).all() and torch.isfinite(s.grad).all()
+    tol = 1e-10 if dtype == torch.float64 else F32_RTOL
+    assert_close_per_list(got, want, rtol=tol, msg="loss: ")
+    # The reference's autograd gives NaN at a -inf score (0 * inf inside its [B, L, L]
+    # graph); the limit there is 0: every pair of it has a gap of +-inf, where phi' = 0
+    # (float32's vectorised exp stops at e^-87, so there its slope is ~1e-38, not 0).
+    at_inf = torch.isinf(s64)
+    limit_err = 0.0 if dtype == torch.float64 else 1e-37
+    assert torch.isnan(x.grad[at_inf]).all() and s.grad[at_inf].abs().max() <= limit_err
+    x_grad = torch.where(at_inf, torch.zeros_like(x.grad), x.grad)
+    assert_close_per_list(s.grad, x_grad, off, rtol=tol, msg="gradient: ")
+
+
 @pytest.mark.parametrize("k", [None, 5])
 def test_chunked_long_list_matches_reference(device, k):
     # 2900 items: 4.2e6 pairs, more than one chunk of rows on the CPU

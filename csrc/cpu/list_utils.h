@@ -1,42 +1,19 @@
-// Per-list helpers of the CPU kernels: stable ranking, pair counting, ideal DCG,
-// and cost-balanced parallelism over work items.
+// Per-list helpers of the CPU kernels: stable ranking (a radix sort beyond 64 items),
+// pair counting, ideal DCG, and cost-balanced parallelism over work items.
 #pragma once
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace rankops {
 namespace cpu {
-
-// order[r] = index (0..n-1) of the item ranked r+1: scores descending, ties by
-// position (stable), NaN last. get(i) returns the score of item i.
-template <typename T, typename Get>
-void stable_rank_order(int64_t n, Get get, std::vector<std::pair<T, int64_t>>& keyed,
-                       int64_t* order) {
-  keyed.resize(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const T s = get(i);
-    keyed[i] = {std::isnan(s) ? -INFINITY : s, i};
-  }
-  auto before = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
-  if (n <= 32) {  // insertion sort: small lists dominate web-search batches
-    for (int64_t i = 1; i < n; ++i) {
-      auto v = keyed[i];
-      int64_t j = i;
-      for (; j > 0 && before(v, keyed[j - 1]); --j) keyed[j] = keyed[j - 1];
-      keyed[j] = v;
-    }
-  } else {
-    std::sort(keyed.begin(), keyed.end(), before);  // keys are unique: (score, index)
-  }
-  for (int64_t r = 0; r < n; ++r) order[r] = keyed[r].second;
-}
 
 // order[r] = the index (0..n-1) of the r-th smallest of n unsigned keys, ties by index
 // (a stable sort); the keys are used as scratch. Short lists take an insertion sort;
@@ -89,16 +66,46 @@ struct StableKeyOrder {
   }
 };
 
-// Number of pairs (i, j) with y_i > y_j: n(n-1)/2 minus the pairs inside tie groups.
-// Sorts `labels` in place.
 template <typename T>
-int64_t count_ordered_pairs(std::vector<T>& labels) {
-  const int64_t n = static_cast<int64_t>(labels.size());
-  std::sort(labels.begin(), labels.end());
+using OrderKey = std::conditional_t<std::is_same<T, float>::value, uint32_t, uint64_t>;
+
+// An unsigned key whose ascending order is x's descending order: -0.0 equal to +0.0,
+// NaN equal to -inf (ranked after every finite value, tied with -inf by position).
+template <typename T>
+OrderKey<T> descending_key(T x) {
+  using K = OrderKey<T>;
+  if (std::isnan(x)) x = -std::numeric_limits<T>::infinity();
+  if (x == T(0)) x = T(0);
+  K u;
+  std::memcpy(&u, &x, sizeof(u));
+  const K sign = K(1) << (8 * sizeof(K) - 1);
+  return (u & sign) ? u : ~(u | sign);  // ~(ascending key)
+}
+
+// order[r] = index (0..n-1) of the item ranked r+1: values get(i) descending, ties by
+// position (stable), NaN last. Reuses its buffers from call to call.
+template <typename T>
+struct StableRankOrder {
+  std::vector<OrderKey<T>> keys;
+  StableKeyOrder<OrderKey<T>> sort;
+
+  template <typename Get>
+  void operator()(int64_t n, Get get, int64_t* order) {
+    keys.resize(n);
+    for (int64_t i = 0; i < n; ++i) keys[i] = descending_key(static_cast<T>(get(i)));
+    sort(keys.data(), n, order);
+  }
+};
+
+// Number of pairs (i, j) with y_i > y_j: n(n-1)/2 minus the pairs inside tie groups,
+// read off the labels' order (`order` is scratch of n entries).
+template <typename T>
+int64_t count_ordered_pairs(const T* y, int64_t n, StableRankOrder<T>& rank, int64_t* order) {
+  rank(n, [&](int64_t i) { return y[i]; }, order);
   int64_t pairs = n * (n - 1) / 2;
   for (int64_t i = 0; i < n;) {
     int64_t j = i + 1;
-    while (j < n && labels[j] == labels[i]) ++j;
+    while (j < n && y[order[j]] == y[order[i]]) ++j;
     const int64_t c = j - i;
     pairs -= c * (c - 1) / 2;
     i = j;

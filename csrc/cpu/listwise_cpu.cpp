@@ -112,28 +112,6 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
 
 // ---- ListMLE ----------------------------------------------------------------------
 
-// A label as unsigned bits whose ascending order is the label's descending order (-0.0
-// and +0.0 equal, as they compare).
-inline uint32_t descending_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  if (x == 0.0f) u = 0;
-  const uint32_t ascending = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return ~ascending;
-}
-
-inline uint64_t descending_bits(double x) {
-  uint64_t u;
-  std::memcpy(&u, &x, sizeof(u));
-  if (x == 0.0) u = 0;
-  const uint64_t sign = uint64_t(1) << 63;
-  const uint64_t ascending = (u & sign) ? ~u : (u | sign);
-  return ~ascending;
-}
-
-template <typename T>
-using LabelKey = std::conditional_t<std::is_same<T, float>::value, uint32_t, uint64_t>;
-
 // L_r = log sum_{m >= r} exp(rs_m) for finite scores, without a serial chain of
 // log-add-exps (each waits for the previous one's exp and log): with the suffix max
 // M_r = max_{m >= r} rs_m, S_r = sum_{m >= r} exp(rs_m - M_r) lies in [1, n - r] and
@@ -182,17 +160,14 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
   T* loss_out = loss.data_ptr<T>();
   T* grad_out = item_grad.numel() > 0 ? item_grad.data_ptr<T>() : nullptr;
   run_by_cost(linear_costs(off, B), [&](int64_t b0, int64_t b1) {
-    cpu::StableKeyOrder<LabelKey<T>> sort;
-    std::vector<LabelKey<T>> keys;
+    cpu::StableRankOrder<T> label_order;
     std::vector<int64_t> order;
     std::vector<T> rs, rw, lse, e, f;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = off[b], n = off[b + 1] - start;
       if (n == 0) continue;
-      keys.resize(n);
-      for (int64_t i = 0; i < n; ++i) keys[i] = descending_bits(y_in[start + i]);
       order.resize(n);
-      sort(keys.data(), n, order.data());
+      label_order(n, [&](int64_t i) { return y_in[start + i]; }, order.data());
       rs.resize(n);
       rw.resize(n);
       lse.resize(n);

@@ -123,20 +123,16 @@ void pairwise_loss_kernel(const at::Tensor& scores, const at::Tensor& labels,
     prep_cost[b] = n * std::log2(2.0 + n);
   }
   cpu::parallel_by_cost(prep_cost, [&](int64_t b0, int64_t b1) {
-    std::vector<T> label_scratch;
     std::vector<double> wg;
-    std::vector<std::pair<T, int64_t>> keyed;
+    cpu::StableRankOrder<T> rank;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = off[b], n = off[b + 1] - off[b];
       int64_t* ord = order.data() + start;
+      if (n >= 2) pairs[b] = cpu::count_ordered_pairs(y_in + start, n, rank, ord);
       for (int64_t r = 0; r < n; ++r) ord[r] = r;
-      if (n < 2) continue;
-      label_scratch.assign(y_in + start, y_in + start + n);
-      pairs[b] = cpu::count_ordered_pairs(label_scratch);
       if (pairs[b] == 0) continue;
       if (need_ranks)
-        cpu::stable_rank_order<T>(n, [&](int64_t i) { return static_cast<T>(s_in[start + i]); },
-                                  keyed, ord);
+        rank(n, [&](int64_t i) { return static_cast<T>(s_in[start + i]); }, ord);
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = start + ord[r];
         rs[start + r] = static_cast<T>(s_in[i]);
