@@ -125,6 +125,29 @@ def test_ties_broken_by_position(device):
     assert M.mrr(s, y).item() == pytest.approx(1 / 3, rel=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ties_signed_zeros_and_nan_in_long_lists(device, dtype):
+    # 200 items (the CPU's radix sort): scores 1 at positions 100..149, +0.0 and -0.0
+    # alternating elsewhere except NaN at 0 and -inf at 1. Order: the 1s by position, then
+    # the zeros by position (-0.0 tied with +0.0), then NaN and -inf, tied by position.
+    n = 200
+    s = torch.zeros(n, dtype=dtype)
+    s[1::2] = -0.0
+    s[100:150] = 1.0
+    s[0], s[1] = float("nan"), -float("inf")
+    y = torch.zeros(n, dtype=torch.float64)
+    y[[0, 3, 120]] = 1.0  # ranks: 120 -> 21; 3 -> 50 + 2 (zeros 2, 3, ...); 0 -> 199
+    s, y = s.to(device), y.to(device)
+    ranks = [21, 52, 199]
+    tol = 1e-12 if dtype == torch.float64 else 1e-6  # float32 scores: float32 results
+    assert M.mrr(s, y).item() == pytest.approx(1 / 21, rel=tol)
+    assert M.ap(s, y).item() == pytest.approx(sum((i + 1) / r for i, r in enumerate(ranks)) / 3,
+                                              rel=tol)
+    dcg = sum(1 / math.log2(1 + r) for r in ranks)
+    idcg = sum(1 / math.log2(1 + r) for r in (1, 2, 3))
+    assert M.ndcg(s, y).item() == pytest.approx(dcg / idcg, rel=tol)
+
+
 def test_no_relevant_item_and_empty_lists(device):
     # list 0: hand list; list 1: no relevant item; list 2: empty; list 3: a single relevant item
     s = torch.tensor(HAND_SCORES + [0.3, 0.2] + [0.1], dtype=torch.float64, device=device)

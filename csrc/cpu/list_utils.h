@@ -6,11 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <limits>
-#include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "../common/sort_keys.h"
 
 namespace rankops {
 namespace cpu {
@@ -66,33 +65,19 @@ struct StableKeyOrder {
   }
 };
 
-template <typename T>
-using OrderKey = std::conditional_t<std::is_same<T, float>::value, uint32_t, uint64_t>;
-
-// An unsigned key whose ascending order is x's descending order: -0.0 equal to +0.0,
-// NaN equal to -inf (ranked after every finite value, tied with -inf by position).
-template <typename T>
-OrderKey<T> descending_key(T x) {
-  using K = OrderKey<T>;
-  if (std::isnan(x)) x = -std::numeric_limits<T>::infinity();
-  if (x == T(0)) x = T(0);
-  K u;
-  std::memcpy(&u, &x, sizeof(u));
-  const K sign = K(1) << (8 * sizeof(K) - 1);
-  return (u & sign) ? u : ~(u | sign);  // ~(ascending key)
-}
-
 // order[r] = index (0..n-1) of the item ranked r+1: values get(i) descending, ties by
-// position (stable), NaN last. Reuses its buffers from call to call.
+// position (stable), NaN last (tied with -inf by position). Reuses its buffers.
 template <typename T>
 struct StableRankOrder {
-  std::vector<OrderKey<T>> keys;
-  StableKeyOrder<OrderKey<T>> sort;
+  using Key = typename OrderableKey<T>::type;  // float or double only
+  std::vector<Key> keys;
+  StableKeyOrder<Key> sort;
 
   template <typename Get>
   void operator()(int64_t n, Get get, int64_t* order) {
     keys.resize(n);
-    for (int64_t i = 0; i < n; ++i) keys[i] = descending_key(static_cast<T>(get(i)));
+    // ~orderable_key: ascending keys in descending value order (NaN as -inf, -0.0 as +0.0)
+    for (int64_t i = 0; i < n; ++i) keys[i] = ~orderable_key(static_cast<T>(get(i)));
     sort(keys.data(), n, order);
   }
 };

@@ -55,6 +55,8 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
 
   cpu::parallel_by_cost(cost, [&](int64_t b0, int64_t b1) {
     std::vector<std::pair<T, int64_t>> keyed;
+    std::vector<int64_t> order;
+    cpu::StableRankOrder<T> rank;
     std::vector<double> ideal;
     std::vector<double> idcg_prefix;
     std::vector<MetricPrefix> prefix;
@@ -73,31 +75,27 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
         any_gain = any_gain || y[i] > 0.0;
       }
 
-      // 1. stable order of the prefix the cut-offs read
+      // 1. stable order of the prefix the cut-offs read: the whole list through the
+      // radix sort (insertion sort up to 64 items), or a partial sort for a top few
       const int64_t top = args.max_k == 0 ? n : std::min(args.max_k, n);
-      keyed.resize(n);
-      for (int64_t i = 0; i < n; ++i) {
-        const T s = static_cast<T>(s_in[start + i]);
-        keyed[i] = {std::isnan(s) ? -INFINITY : s, i};
-      }
-      if (n <= 32) {  // insertion sort: short lists dominate web-search batches
-        for (int64_t i = 1; i < n; ++i) {
-          auto v = keyed[i];
-          int64_t j = i;
-          for (; j > 0 && before(v, keyed[j - 1]); --j) keyed[j] = keyed[j - 1];
-          keyed[j] = v;
-        }
-      } else if (top < n) {
-        std::partial_sort(keyed.begin(), keyed.begin() + top, keyed.end(), before);
+      order.resize(n);
+      if (top == n || n <= 64) {
+        rank(n, [&](int64_t i) { return static_cast<T>(s_in[start + i]); }, order.data());
       } else {
-        std::sort(keyed.begin(), keyed.end(), before);
+        keyed.resize(n);
+        for (int64_t i = 0; i < n; ++i) {
+          const T s = static_cast<T>(s_in[start + i]);
+          keyed[i] = {std::isnan(s) ? -INFINITY : s, i};
+        }
+        std::partial_sort(keyed.begin(), keyed.begin() + top, keyed.end(), before);
+        for (int64_t p = 0; p < top; ++p) order[p] = keyed[p].second;
       }
 
       // 2. running sums over the prefix; prefix[p] = sums of the first p items
       prefix.assign(top + 1, MetricPrefix{});
       MetricPrefix run;
       for (int64_t p = 0; p < top; ++p) {
-        const double yi = y[keyed[p].second];
+        const double yi = y[order[p]];
         run.add(p, gain_of(yi, gain), yi >= args.threshold, err_probability(yi, inv_two_pow_max));
         prefix[p + 1] = run;
       }

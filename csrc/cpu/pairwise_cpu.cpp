@@ -116,7 +116,7 @@ void pairwise_loss_kernel(const at::Tensor& scores, const at::Tensor& labels,
   std::vector<T> inv_idcg(B, T(0));
   std::vector<int64_t> pairs(B, 0);
 
-  // Pass 1: per list preparation, cost ~ n log n.
+  // Pass 1: per list preparation (radix sorts, the ideal DCG's partial sort), ~ n log n.
   std::vector<double> prep_cost(B);
   for (int64_t b = 0; b < B; ++b) {
     const double n = static_cast<double>(off[b + 1] - off[b]);
