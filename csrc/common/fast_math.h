@@ -59,16 +59,9 @@ RANKOPS_HD float exp_nonpositive(float x) {
 #endif
 }
 
-// log(1 + u) for u in [0, 1].
-RANKOPS_HD float log1p_unit(float u) {
-#if RANKOPS_DEVICE_PASS
-  return log1pf(u);
-#else
-  const float w = 1.0f + u;  // in [1, 2]
-  // w = 2^e * m with m in [sqrt(1/2), sqrt(2)): e is 0 or 1 here.
-  const bool high = w > 1.41421356237f;
-  const float e = high ? 1.0f : 0.0f;
-  const float m = (high ? w * 0.5f : w) - 1.0f;
+#if !RANKOPS_DEVICE_PASS
+// log(2^e (1 + m)) for m in [sqrt(1/2) - 1, sqrt(2) - 1): Cephes' logf polynomial (host).
+inline float log_of_parts(float m, float e) {
   const float z = m * m;
   float y = 7.0376836292e-2f;
   y = y * m - 1.1514610310e-1f;
@@ -81,7 +74,21 @@ RANKOPS_HD float log1p_unit(float u) {
   y = y * m + 3.3333331174e-1f;
   y = y * m * z;
   y = y - 2.12194440e-4f * e - 0.5f * z;
-  const float log_w = m + y + 0.693359375f * e;
+  return m + y + 0.693359375f * e;
+}
+#endif
+
+// log(1 + u) for u in [0, 1].
+RANKOPS_HD float log1p_unit(float u) {
+#if RANKOPS_DEVICE_PASS
+  return log1pf(u);
+#else
+  const float w = 1.0f + u;  // in [1, 2]
+  // w = 2^e * m with m in [sqrt(1/2), sqrt(2)): e is 0 or 1 here.
+  const bool high = w > 1.41421356237f;
+  const float e = high ? 1.0f : 0.0f;
+  const float m = (high ? w * 0.5f : w) - 1.0f;
+  const float log_w = log_of_parts(m, e);
   // 1 + u rounds: log(w) * u / (w - 1) recovers log1p's accuracy for small u.
   const float wm1 = w - 1.0f;
   return wm1 == 0.0f ? u : log_w * (u / wm1);
@@ -101,19 +108,7 @@ RANKOPS_HD float log_at_least_one(float x) {
   const bool low = half_m < 0.70710678118f;
   const float e = static_cast<float>(low ? e_half - 1 : e_half);
   const float m = (low ? half_m + half_m : half_m) - 1.0f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  y = y - 2.12194440e-4f * e - 0.5f * z;
-  return m + y + 0.693359375f * e;
+  return log_of_parts(m, e);
 #endif
 }
 
