@@ -8,7 +8,7 @@ autograd on packed lists. Both sum the loss over the batch (``reduce_fn=jnp.sum`
 ``reduction="sum"``) in float32, and the sums are checked to agree (Rax's DCG lambda
 weights divided by L, its documented scaling) before anything is timed.
 
-    python benchmarks/bench_rax.py [--out FILE] [--repeats 5]
+    python benchmarks/bench_rax.py [--out FILE] [--repeats 5] [--losses ListMLE,softmax]
 
 Needs ``pip install jax rax``; skips with a message where they are missing.
 """
@@ -85,7 +85,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", help="also write the table to this Markdown file")
+    parser.add_argument("--losses", help="run only these losses (comma-separated names as in "
+                        f"the table: {', '.join(rax_losses())})")
     args = parser.parse_args()
+    unknown = set(args.losses.split(",")) - set(rax_losses()) if args.losses else set()
+    if unknown:
+        parser.error(f"--losses: unknown {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(rax_losses())}")
 
     lines = [common.machine_banner("cpu") + f"; jax {jax.__version__}, rax "
              f"{getattr(rax, '__version__', '?')} on {jax.devices()[0].platform}", "",
@@ -97,6 +103,8 @@ def main():
         S, Y, where = padded(scores, labels, lengths)
         L = S.shape[1]
         for name, (ours, theirs, scale) in rax_losses().items():
+            if args.losses and name not in args.losses.split(","):
+                continue
             def run_ours():
                 scores.grad = None
                 loss = ours(scores, labels, offsets=offsets, reduction="sum")
