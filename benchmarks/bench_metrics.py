@@ -16,6 +16,14 @@ default costs the same).
     python benchmarks/bench_metrics.py                      # 10,000 web-like queries
     python benchmarks/bench_metrics.py --queries 500 --repeats 3
     python benchmarks/bench_metrics.py --out /tmp/bench_metrics.md   # tables go to RESULTS.md
+
+``--tied``: scores rounded to one decimal (11 values, tie groups of about a tenth of each
+list), and ``ties="average"`` (the expected metric over the orders of each tie group)
+against scikit-learn's tie-averaged ``ndcg_score(k=10)`` called per query (its lists must
+have one length), and against rankops' own ``ties="position"`` on the same scores (what
+averaging costs). Agreement first: NDCG@10 with scikit-learn on every query, every metric
+with ``rankops.reference`` (a Python loop over lists and tie groups: checked on the first
+300 queries, not timed).
 """
 from __future__ import annotations
 
@@ -88,13 +96,83 @@ def trec_check(s, y, offsets, ours):
     return worst, t
 
 
+def tied_main(a):
+    """--tied: ties="average" against scikit-learn and against ties="position"."""
+    dev = a.device
+    lengths = common.web_like_lengths(num_lists=a.queries)
+    _, y, offsets = common.make_batch(lengths)
+    n = int(offsets[-1])
+    g = torch.Generator().manual_seed(1)
+    s = torch.round(torch.rand(n, generator=g, dtype=torch.float64), decimals=1)
+    s, y, offsets = (t.to(dev) for t in (s, y, offsets))
+
+    def ours(ties, s=s, y=y, offsets=offsets):
+        return evaluate(s, y, offsets=offsets, metrics=SPECS, reduction="none", ties=ties, **OPTIONS)
+
+    avg = ours("average")
+    check = 300
+    sub = int(offsets[min(check, a.queries)])
+    ref = reference.evaluate(s[:sub].cpu(), y[:sub].cpu(), offsets=offsets[:check + 1].cpu(),
+                             metrics=SPECS, reduction="none", ties="average", **OPTIONS)
+    ref_diff = max((avg[k][:check].cpu() - ref[k]).abs().max().item() for k in SPECS)
+    if not ref_diff <= 1e-6:
+        raise SystemExit(f"rankops and the reference disagree: {ref_diff:.2e}")
+
+    try:
+        from sklearn.metrics import ndcg_score
+    except ImportError:
+        ndcg_score = None
+    sk_diff = t_sk = None
+    if ndcg_score is not None:
+        so, yo, off = s.cpu().numpy(), y.cpu().numpy(), offsets.cpu().tolist()
+        # sklearn needs >= 2 items per list; one-item lists have NDCG 1 or 0 either way
+        qs = [b for b in range(a.queries) if off[b + 1] - off[b] >= 2]
+
+        def run_sklearn():
+            return [ndcg_score(yo[None, off[b]:off[b + 1]], so[None, off[b]:off[b + 1]], k=10) for b in qs]
+
+        theirs = torch.tensor(run_sklearn(), dtype=torch.float64)
+        sk_diff = (avg["ndcg@10"].cpu()[qs].double() - theirs).abs().max().item()
+        if not sk_diff <= 1e-6:
+            raise SystemExit(f"rankops and scikit-learn disagree: {sk_diff:.2e}")
+        t_sk = common.time_fn(run_sklearn, "cpu", repeats=1, warmup=0)
+
+    t_avg = common.time_fn(lambda: ours("average"), dev, repeats=a.repeats)
+    t_pos = common.time_fn(lambda: ours("position"), dev, repeats=a.repeats)
+    means = {k: v.mean().item() for k, v in avg.items()}
+    lines = [common.machine_banner(dev), "",
+             f"Command: `python benchmarks/bench_metrics.py {' '.join(sys.argv[1:])}`", "",
+             f"{a.queries:,} web-like queries, {n:,} items, float64 scores rounded to one decimal "
+             f"(11 values: tie groups of ~1/10 of a list), labels 0-4; NDCG@10 + MAP + MRR per query, "
+             f"ties averaged. Means: NDCG@10 {means['ndcg@10']:.6f}, MAP {means['map']:.6f}, "
+             f"MRR {means['mrr']:.6f}.", "",
+             "| implementation | time | queries/s | vs rankops `ties=\"average\"` | max abs. diff |",
+             "|---|---|---|---|---|",
+             f"| rankops `evaluate(ties=\"average\")` | {common.fmt_time(t_avg)} | {a.queries / t_avg:,.0f} | 1.0x | – |",
+             f"| rankops `evaluate(ties=\"position\")` (not tie-averaged) | {common.fmt_time(t_pos)} | "
+             f"{a.queries / t_pos:,.0f} | {t_pos / t_avg:.2f}x | – |",
+             f"| rankops.reference (first {check} queries, agreement only) | – | – | – | {ref_diff:.1e} (per query) |"]
+    if ndcg_score is None:
+        lines.append("| scikit-learn `ndcg_score(k=10)` | not installed | – | – | – |")
+    else:
+        lines.append(f"| scikit-learn `ndcg_score(k=10)` per query (NDCG@10 only) | {common.fmt_time(t_sk)} | "
+                     f"{len(qs) / t_sk:,.0f} | {t_sk / t_avg:.0f}x | {sk_diff:.1e} (per query) |")
+    print("\n".join(lines), flush=True)
+    if a.out:
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--queries", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", help="also write the Markdown table here")
     p.add_argument("--device", default="cpu", help="rankops, the reference and torchmetrics run here")
+    p.add_argument("--tied", action="store_true", help='tied scores, ties="average" vs scikit-learn')
     a = p.parse_args()
+    if a.tied:
+        return tied_main(a)
     dev = a.device
 
     lengths = common.web_like_lengths(num_lists=a.queries)

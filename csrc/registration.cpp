@@ -74,11 +74,12 @@ TORCH_LIBRARY(rankops, m) {
   // whole list), column b is list b: values [M, B] (accumulation dtype; 0 where
   // undefined) and defined [M, B] (bool: the list has a positive gain for ndcg/dcg/err,
   // an item with label >= relevance_threshold for the others). One sort per list for
-  // all rows; no gradient.
+  // all rows; no gradient. ties: 'position' (broken by position in the list) or
+  // 'average' (expected value over every order of each run of equal scores).
   m.def(
       "ranking_metrics(Tensor scores, Tensor labels, Tensor offsets, str[] metrics, int[] ks, "
-      "str gain, float relevance_threshold, float max_grade, str precision_divide_by) "
-      "-> (Tensor, Tensor)");
+      "str gain, float relevance_threshold, float max_grade, str precision_divide_by, "
+      "str ties=\"position\") -> (Tensor, Tensor)");
 
   // Listwise family (DESIGN §3). Returns (loss [B], item_grad [N] or [0]): the per-list
   // loss and d loss_b / d s_i fused into the same pass (empty when compute_grad is false).

@@ -11,6 +11,13 @@ Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
 * **Ranks**: by score descending, **ties broken by position** (the earlier item ranks
   higher), NaN scores rank as -inf (last). trec_eval gives the same order when document ids decrease
   along each list (it breaks ties by docno descending).
+* **Ties** (``ties=``): ``"position"`` (default) breaks them as above; ``"average"`` gives
+  the expected value of the metric when each run of equal scores (NaN and -inf tie, as
+  do -0.0 and +0.0) is put in a uniformly random order (McSherry & Najork, ECIR 2008;
+  scikit-learn's ``ndcg_score`` averages ties in DCG this way by default). With
+  ``"average"`` a model cannot score by the order the data came in: constant scores get
+  the metric of a random ranking, not of the file's order. Exact, in closed form for every
+  metric; ERR costs O(g * min(g, k)) per tie group of g items, the others O(n).
 * **Gain** ``G(y) = 2^y - 1`` (``gain="exp2"``, default) or ``y`` (``"linear"``, the
   gain of trec_eval's ndcg); **discount** ``D(r) = 1 / log2(1 + r)``.
 * **Relevant** (binary metrics): ``y >= relevance_threshold`` (default 1, as trec_eval).
@@ -68,6 +75,7 @@ __all__ = [
     "METRICS",
     "EMPTY",
     "DIVIDE_BY",
+    "TIES",
 ]
 
 # Public metric names (and aliases) -> kernel metric name.
@@ -83,6 +91,7 @@ METRICS = {
     "err": "err",
 }
 EMPTY = ("zero", "one", "skip")
+TIES = ("position", "average")
 DIVIDE_BY = ("min_k_n", "k")
 _SPEC = re.compile(r"^([a-z]+)(?:@(\d+))?$")
 
@@ -113,12 +122,13 @@ class _Options:
     """Validated options shared by every metric."""
 
     def __init__(self, gain="exp2", empty="zero", relevance_threshold=1.0, max_grade=4.0,
-                 divide_by="min_k_n"):
+                 divide_by="min_k_n", ties="position"):
         self.gain = check_choice("gain", gain, GAINS)
         self.empty = check_choice("empty", empty, EMPTY)
         self.threshold = _check_number("relevance_threshold", relevance_threshold)
         self.max_grade = _check_number("max_grade", max_grade, minimum=0.0)
         self.divide_by = check_choice("divide_by", divide_by, DIVIDE_BY)
+        self.ties = check_choice("ties", ties, TIES)
 
 
 def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[int]]],
@@ -136,7 +146,8 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     names = [name for name, _ in specs]
     ks = [0 if k is None else k for _, k in specs]
     values, defined = ops.ranking_metrics(lists.scores, lists.labels, lists.offsets, names, ks,
-                                          opt.gain, opt.threshold, opt.max_grade, opt.divide_by)
+                                          opt.gain, opt.threshold, opt.max_grade, opt.divide_by,
+                                          opt.ties)
     values, defined = lists.own_lists(values), lists.own_lists(defined)
     counted = torch.ones_like(defined)
     if opt.empty == "one":
@@ -175,54 +186,57 @@ def _single(name, scores, labels, layout, k, reduction, opt, validate) -> Tensor
 def ndcg(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
          lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
          group_ids: Optional[Tensor] = None, k: Optional[int] = None, gain: str = "exp2",
-         empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+         empty: str = "zero", ties: str = "position", reduction: str = "mean",
+         validate: bool = True) -> Tensor:
     r"""NDCG@k = DCG@k / IDCG@k, ``DCG@k = sum_{r <= min(k, n)} G(y_r) / log2(1 + r)``.
 
     ``G(y) = 2^y - 1`` (``gain="exp2"``) or ``y`` (``"linear"``); IDCG@k is the DCG@k of
-    the lists sorted by label. Ties in scores by position. A list with no positive label
-    (IDCG = 0) follows ``empty`` (module docstring).
+    the lists sorted by label. Ties in scores by position, or averaged over their orders
+    with ``ties="average"``. A list with no positive label (IDCG = 0) follows ``empty``
+    (module docstring).
     """
     return _single("ndcg", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
-                   reduction, _Options(gain=gain, empty=empty), validate)
+                   reduction, _Options(gain=gain, empty=empty, ties=ties), validate)
 
 
 def dcg(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
         lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
         group_ids: Optional[Tensor] = None, k: Optional[int] = None, gain: str = "exp2",
-        empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+        empty: str = "zero", ties: str = "position", reduction: str = "mean",
+        validate: bool = True) -> Tensor:
     r"""DCG@k = ``sum_{r <= min(k, n)} G(y_r) / log2(1 + r)`` (unnormalised).
 
     A list with no positive label has DCG 0 (``empty="one"`` does not change that;
     ``"skip"`` leaves it out of the mean).
     """
     return _single("dcg", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
-                   reduction, _Options(gain=gain, empty=empty), validate)
+                   reduction, _Options(gain=gain, empty=empty, ties=ties), validate)
 
 
 def mrr(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
         lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
         group_ids: Optional[Tensor] = None, k: Optional[int] = None,
-        relevance_threshold: float = 1.0, empty: str = "zero", reduction: str = "mean",
-        validate: bool = True) -> Tensor:
+        relevance_threshold: float = 1.0, empty: str = "zero", ties: str = "position",
+        reduction: str = "mean", validate: bool = True) -> Tensor:
     r"""Reciprocal rank ``1 / r`` of the first item with ``y >= relevance_threshold``
     (0 when it ranks below k); the mean over lists is MRR (trec_eval's recip_rank)."""
     return _single("mrr", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
-                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold),
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold, ties=ties),
                    validate)
 
 
 def ap(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
        lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
        group_ids: Optional[Tensor] = None, k: Optional[int] = None,
-       relevance_threshold: float = 1.0, empty: str = "zero", reduction: str = "mean",
-       validate: bool = True) -> Tensor:
+       relevance_threshold: float = 1.0, empty: str = "zero", ties: str = "position",
+       reduction: str = "mean", validate: bool = True) -> Tensor:
     r"""Average precision ``AP@k = (sum_{r <= min(k, n), y_r relevant} P@r) / R``.
 
     R counts the relevant items of the whole list, also those ranked below k (trec_eval's
     map and map_cut). ``reduction="mean"`` gives MAP.
     """
     return _single("ap", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
-                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold),
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold, ties=ties),
                    validate)
 
 
@@ -237,35 +251,37 @@ def precision(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = Non
               lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
               group_ids: Optional[Tensor] = None, k: Optional[int] = None,
               relevance_threshold: float = 1.0, divide_by: str = "min_k_n",
-              empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+              empty: str = "zero", ties: str = "position", reduction: str = "mean",
+         validate: bool = True) -> Tensor:
     r"""Precision@k = ``hits@k / min(k, n)`` (``divide_by="min_k_n"``, as Rax) or
     ``hits@k / k`` (``divide_by="k"``, as trec_eval's P_k); ``hits / n`` without k."""
     return _single("precision", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
                    reduction, _Options(empty=empty, relevance_threshold=relevance_threshold,
-                                       divide_by=divide_by), validate)
+                                       divide_by=divide_by, ties=ties), validate)
 
 
 def recall(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
            lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
            group_ids: Optional[Tensor] = None, k: Optional[int] = None,
-           relevance_threshold: float = 1.0, empty: str = "zero", reduction: str = "mean",
-           validate: bool = True) -> Tensor:
+           relevance_threshold: float = 1.0, empty: str = "zero", ties: str = "position",
+           reduction: str = "mean", validate: bool = True) -> Tensor:
     r"""Recall@k = ``hits@k / R`` (R: relevant items of the whole list)."""
     return _single("recall", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
-                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold),
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold, ties=ties),
                    validate)
 
 
 def err(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
         lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
         group_ids: Optional[Tensor] = None, k: Optional[int] = None, max_grade: float = 4.0,
-        empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+        empty: str = "zero", ties: str = "position", reduction: str = "mean",
+        validate: bool = True) -> Tensor:
     r"""Expected reciprocal rank (Chapelle et al. 2009):
     ``ERR@k = sum_{r <= min(k, n)} (1/r) p_r prod_{i<r} (1 - p_i)``,
     ``p = (2^y - 1) / 2^max_grade``. ``max_grade`` (default 4) is the top of the grading
     scale; labels above it raise ValueError."""
     return _single("err", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
-                   reduction, _Options(empty=empty, max_grade=max_grade), validate)
+                   reduction, _Options(empty=empty, max_grade=max_grade, ties=ties), validate)
 
 
 def _parse_specs(metrics) -> List[Tuple[str, Optional[int]]]:
@@ -282,7 +298,7 @@ def evaluate(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None
              group_ids: Optional[Tensor] = None,
              metrics: Iterable[str] = ("ndcg@10", "map", "mrr"), gain: str = "exp2",
              empty: str = "zero", relevance_threshold: float = 1.0, max_grade: float = 4.0,
-             divide_by: str = "min_k_n", reduction: str = "mean",
+             divide_by: str = "min_k_n", ties: str = "position", reduction: str = "mean",
              validate: bool = True) -> Dict[str, Tensor]:
     r"""Several metrics and cut-offs in one kernel call (each list is sorted once).
 
@@ -293,7 +309,7 @@ def evaluate(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None
     """
     specs = _parse_specs(metrics)
     check_choice("reduction", reduction, REDUCTIONS)
-    opt = _Options(gain, empty, relevance_threshold, max_grade, divide_by)
+    opt = _Options(gain, empty, relevance_threshold, max_grade, divide_by, ties)
     values, _, counted = _per_list(scores, labels, _layout(offsets, lengths, mask, group_ids),
                                    specs, opt, validate)
     reduced = _reduce(values, counted, reduction)
@@ -314,10 +330,11 @@ class MetricAccumulator:
 
     def __init__(self, metrics: Iterable[str] = ("ndcg@10", "map", "mrr"), *, gain: str = "exp2",
                  empty: str = "zero", relevance_threshold: float = 1.0, max_grade: float = 4.0,
-                 divide_by: str = "min_k_n", process_group=None, validate: bool = True):
+                 divide_by: str = "min_k_n", ties: str = "position", process_group=None,
+                 validate: bool = True):
         self.metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         self._specs = _parse_specs(self.metrics)
-        self._opt = _Options(gain, empty, relevance_threshold, max_grade, divide_by)
+        self._opt = _Options(gain, empty, relevance_threshold, max_grade, divide_by, ties)
         self.process_group = process_group
         self.validate = validate
         self.reset()
@@ -372,7 +389,7 @@ class MetricAccumulator:
     def _options(self) -> Dict[str, object]:
         o = self._opt
         return {"gain": o.gain, "empty": o.empty, "relevance_threshold": o.threshold,
-                "max_grade": o.max_grade, "divide_by": o.divide_by}
+                "max_grade": o.max_grade, "divide_by": o.divide_by, "ties": o.ties}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         """Restores :meth:`state_dict`'s sums and counts (for the same metrics); later
@@ -380,7 +397,10 @@ class MetricAccumulator:
         if list(state.get("metrics", [])) != self.metrics:
             raise ValueError(f"state_dict holds metrics {state.get('metrics')!r}, this accumulator "
                              f"computes {self.metrics!r}")
-        if state.get("options") != self._options():
+        options = state.get("options")
+        if isinstance(options, dict) and "ties" not in options:
+            options = {**options, "ties": "position"}  # saved before ties= existed
+        if options != self._options():
             raise ValueError(f"state_dict was accumulated with options {state.get('options')!r}, "
                              f"this accumulator uses {self._options()!r}")
         sums, counts = state["sums"], state["counts"]

@@ -7,6 +7,7 @@ O(B L^2) memory. They are never used as a silent fallback for the kernels.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -194,6 +195,8 @@ def lambdaloss(scores, labels, *, variant="ndcg2pp", sigma=1.0, k=None, mu=5.0, 
 # Padded [B, L] versions of rankops.metrics, same signatures and conventions (see the
 # docstring of rankops.metrics), vectorised over lists: the oracle of the metric tests
 # and the "vectorised PyTorch" baseline of benchmarks/bench_metrics.py. float64 inside.
+# ties="average" (expected values over the orders of tie groups) is a plain Python loop
+# over lists and groups instead: an oracle, not a baseline.
 
 _METRIC_ALIASES = {"ndcg": "ndcg", "dcg": "dcg", "mrr": "mrr", "ap": "ap", "map": "ap",
                    "precision": "precision", "p": "precision", "recall": "recall", "err": "err"}
@@ -246,6 +249,87 @@ def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
     return torch.stack(rows), torch.stack(defined)
 
 
+def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
+    """:func:`_metric_table` with ``ties="average"``: each metric's expected value when
+    every run of equal scores is put in a uniformly random order (McSherry & Najork
+    2008). A loop over lists and tie groups in plain float64 Python, for clarity.
+
+    For a tie group of g items at 0-based positions a..a+g-1, h of them relevant and H
+    relevant items ranked before it, position p = a + q holds a uniformly random item of
+    the group: its expected gain is the group's mean gain and it is relevant with
+    probability h/g; given that it is, q(h-1)/(g-1) of the q group items before it are
+    relevant on average (AP). The group's first relevant item is at q with probability
+    C(g-1-q, h-1) / C(g, h) (MRR). ERR's user stops at p, having passed the q group items
+    before it, with probability pass(q) - pass(q+1), pass(q) being the mean over q-item
+    subsets of the group of prod (1 - p_stop).
+    """
+    B = S.shape[0]
+    keys = torch.where(S.isnan(), torch.full_like(S, -float("inf")), S)
+    order = torch.sort(ranks(S, valid), dim=1).indices
+    values = torch.zeros(len(specs), B, dtype=torch.float64)
+    defined = torch.zeros(len(specs), B, dtype=torch.bool)
+    for b in range(B):
+        n = int(valid[b].sum())
+        ks = [float(keys[b, i]) for i in order[b, :n].tolist()]
+        ys = [float(Y[b, i]) for i in order[b, :n].tolist()]
+        G = [(2.0 ** y - 1.0) if gain == "exp2" else y for y in ys]
+        stop = [min(max((2.0 ** y - 1.0) / 2.0 ** max_grade, 0.0), 1.0) for y in ys]
+        rel = [y >= threshold for y in ys]
+        R = float(sum(rel))
+        # per-position expectations: gain, relevant, AP term, P(first relevant), ERR term
+        e_gain, e_rel, e_ap, p_first, e_err = ([0.0] * n for _ in range(5))
+        H, reach, seen, a = 0.0, 1.0, False, 0
+        while a < n:
+            end = a + 1
+            while end < n and ks[end] == ks[a]:  # -0.0 == 0.0; NaN became -inf
+                end += 1
+            g = end - a
+            h = float(sum(rel[a:end]))
+            mean_gain = sum(G[a:end]) / g
+            passing = [1.0] + [0.0] * g  # pass(q), grown one group item at a time
+            for m in range(1, g + 1):
+                c = 1.0 - stop[a + m - 1]
+                for q in range(m, 0, -1):
+                    passing[q] = ((m - q) * passing[q] + q * c * passing[q - 1]) / m
+            for q in range(g):
+                p = a + q
+                e_gain[p] = mean_gain
+                e_rel[p] = h / g
+                if h > 0:
+                    e_ap[p] = h / g * (H + 1.0 + (q * (h - 1.0) / (g - 1.0) if g > 1 else 0.0)) / (p + 1)
+                    if not seen and q <= g - h:
+                        p_first[p] = math.comb(g - 1 - q, int(h) - 1) / math.comb(g, int(h))
+                e_err[p] = reach * (passing[q] - passing[q + 1]) / (p + 1)
+            reach *= passing[g]
+            H += h
+            seen = seen or h > 0
+            a = end
+        ideal = sorted(G, reverse=True)
+        for j, (name, k) in enumerate(specs):
+            cut = n if k is None else min(k, n)
+            if name in ("ndcg", "dcg"):
+                v = sum(e_gain[p] / math.log2(p + 2.0) for p in range(cut))
+                if name == "ndcg":
+                    idcg = sum(ideal[p] / math.log2(p + 2.0) for p in range(cut))
+                    v = v / idcg if idcg > 0 else 0.0
+            elif name == "mrr":
+                v = sum(p_first[p] / (p + 1) for p in range(cut))
+            elif name == "ap":
+                v = sum(e_ap[:cut]) / R if R > 0 else 0.0
+            elif name in ("precision", "recall"):
+                hits = sum(e_rel[:cut])
+                if name == "recall":
+                    v = hits / R if R > 0 else 0.0
+                else:
+                    denom = n if k is None else (k if divide_by == "k" else min(k, n))
+                    v = hits / denom if denom > 0 else 0.0
+            else:  # err
+                v = sum(e_err[:cut])
+            values[j, b] = v
+            defined[j, b] = any(y > 0 for y in ys) if name in ("ndcg", "dcg", "err") else R > 0
+    return values, defined
+
+
 def _metric_finish(values, defined, names, empty, reduction, dtype):
     if empty == "one":
         is_dcg = torch.tensor([nm == "dcg" for nm in names], device=values.device)[:, None]
@@ -262,8 +346,9 @@ def _metric_finish(values, defined, names, empty, reduction, dtype):
 
 def _reference_metrics(scores, labels, specs, *, offsets=None, lengths=None, mask=None,
                        group_ids=None, gain="exp2", empty="zero", relevance_threshold=1.0,
-                       max_grade=4.0, divide_by="min_k_n", reduction="mean"):
+                       max_grade=4.0, divide_by="min_k_n", ties="position", reduction="mean"):
     check_choice("gain", gain, GAINS)
+    check_choice("ties", ties, ("position", "average"))
     check_choice("empty", empty, ("zero", "one", "skip"))
     check_choice("divide_by", divide_by, ("min_k_n", "k"))
     check_choice("reduction", reduction, REDUCTIONS)
@@ -271,8 +356,9 @@ def _reference_metrics(scores, labels, specs, *, offsets=None, lengths=None, mas
     with torch.no_grad():
         S, Y, _, valid = padded_lists(scores.detach(), labels, offsets=offsets, lengths=lengths,
                                       mask=mask, group_ids=group_ids)
-        values, defined = _metric_table(S, Y, valid, specs, gain, float(relevance_threshold),
-                                        float(max_grade), divide_by)
+        table = _tie_averaged_table if ties == "average" else _metric_table
+        values, defined = table(S, Y.to(torch.float64), valid, specs, gain, float(relevance_threshold),
+                                float(max_grade), divide_by)
     out_dtype = torch.float64 if scores.dtype == torch.float64 else torch.float32
     return _metric_finish(values, defined, [nm for nm, _ in specs], empty, reduction, out_dtype)
 

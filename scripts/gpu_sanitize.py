@@ -69,6 +69,8 @@ for dtype in (torch.float32, torch.float64, torch.float16):
         out = rankops.metrics.evaluate(s.detach(), y, offsets=off,
                                        metrics=["ndcg@10", "ndcg", "map", "mrr", "precision@5",
                                                 "recall@5", "err@10"])
+        out = rankops.metrics.evaluate(s.detach().round(decimals=1), y, offsets=off,
+                                       metrics=["ndcg@10", "map", "mrr", "err"], ties="average")
         sync()
         print(f"listwise + metrics {dtype} {layout}: ok", flush=True)
 

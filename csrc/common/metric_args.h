@@ -20,6 +20,7 @@ struct MetricArgs {
   double threshold;
   double max_grade;
   bool precision_by_k;
+  bool average_ties;   // ties="average": expected values over the orders of tie groups
   int64_t max_k;       // largest cut-off any metric reads (0: whole list)
   int64_t max_ndcg_k;  // same over the NDCG metrics; -1: no NDCG requested
 };
@@ -38,7 +39,7 @@ inline Metric parse_metric(const std::string& s) {
 
 inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at::IntArrayRef ks,
                                     c10::string_view gain, double threshold, double max_grade,
-                                    c10::string_view precision_divide_by) {
+                                    c10::string_view precision_divide_by, c10::string_view ties) {
   TORCH_CHECK(metrics.size() == ks.size(), "rankops: metrics and ks must have one entry each, got ",
               metrics.size(), " and ", ks.size());
   MetricArgs a;
@@ -51,6 +52,10 @@ inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at:
   TORCH_CHECK(div == "min_k_n" || div == "k",
               "rankops: precision_divide_by must be 'min_k_n' or 'k', got '", div, "'");
   a.precision_by_k = div == "k";
+  const std::string tie_rule(ties);
+  TORCH_CHECK(tie_rule == "position" || tie_rule == "average",
+              "rankops: ties must be 'position' or 'average', got '", tie_rule, "'");
+  a.average_ties = tie_rule == "average";
   a.max_k = 0;
   a.max_ndcg_k = -1;
   bool whole = false;

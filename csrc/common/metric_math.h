@@ -5,6 +5,7 @@
 //   DCG@k       = sum_{r <= k'} G(y_r) D(r),  G = 2^y - 1 or y,  D(r) = 1 / log2(1 + r)
 //   NDCG@k      = DCG@k / IDCG@k                      (undefined when IDCG@k = 0)
 //   MRR@k       = 1 / (rank of the first relevant item), 0 if it is below k
+//                 (MetricPrefix::rr holds it: the 1/rank of the first relevant item so far)
 //   AP@k        = sum_{r <= k', rel_r} P@r / R         (R = relevant items of the whole list)
 //   P@k         = hits@k' / min(k, n)  or  hits@k' / k
 //   recall@k    = hits@k' / R
@@ -12,6 +13,8 @@
 // relevant: y >= relevance_threshold. A metric is "defined" for a list when its
 // denominator can be non-zero: a positive gain (ndcg, dcg, err) or a relevant item
 // (the binary metrics); the Python layer applies the `empty` option to the others.
+// Ties: broken by position (MetricPrefix::add over the stable order), or averaged over
+// every order of each tie group (tie_averaged_scan: ties="average").
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -46,7 +49,7 @@ struct MetricPrefix {
   double ap_sum = 0.0;          // sum of P@r over relevant r
   double err = 0.0;
   double err_continue = 1.0;    // prod (1 - p_i) so far
-  int64_t first_relevant = -1;  // 0-based position, -1: none yet
+  double rr = 0.0;              // 1 / rank of the first relevant item so far (0: none)
 
   RANKOPS_HD void add(int64_t p, double gain, bool relevant, double err_p) {
     const double rank = static_cast<double>(p + 1);
@@ -54,7 +57,7 @@ struct MetricPrefix {
     if (relevant) {
       hits += 1.0;
       ap_sum += hits / rank;
-      if (first_relevant < 0) first_relevant = p;
+      if (hits == 1.0) rr = 1.0 / rank;
     }
     err += err_continue * err_p / rank;
     err_continue *= 1.0 - err_p;
@@ -72,7 +75,7 @@ RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefi
     case Metric::Dcg:
       return at_k.dcg;
     case Metric::Mrr:
-      return at_k.first_relevant >= 0 ? 1.0 / static_cast<double>(at_k.first_relevant + 1) : 0.0;
+      return at_k.rr;
     case Metric::Ap:
       return num_relevant > 0.0 ? at_k.ap_sum / num_relevant : 0.0;
     case Metric::Precision: {
@@ -85,6 +88,83 @@ RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefi
       return at_k.err;
   }
   return 0.0;
+}
+
+// ties="average": the expected running sums when every tie group (a run of equal
+// scores in the sorted list; NaN ties with -inf, -0.0 with +0.0) is put in a uniformly
+// random order, each group independently (McSherry & Najork, ECIR 2008; scikit-learn's
+// ndcg_score does this for DCG). For a group of g items at 0-based positions
+// [a, a + g), h of them relevant, H relevant items before it, and position p = a + q:
+//   E[gain at p]              = the group's mean gain                  (DCG)
+//   E[relevant at p]          = h / g                                  (hits: P, recall)
+//   E[relevant at p * hits@p] = (h / g) (H + 1 + q (h - 1) / (g - 1))  (AP's term * (p+1))
+//   P(first relevant at p)    = C(g-1-q, h-1) / C(g, h), in the first group with h > 0
+//   E[stop at p, passing the group's items before it] = pass_q - pass_{q+1}      (ERR)
+// where pass_q is the mean over the group's q-item subsets of prod (1 - p_stop): the
+// chance of passing q of the group's items. pass is built by the recurrence
+// pass_q <- ((m - q) pass_q + q c_m pass_{q-1}) / m as item m (c_m = 1 - p_stop) joins,
+// a convex combination (no cancellation), O(g * min(g, top - a)) per group; only for ERR.
+// Without ties (g = 1) every line is MetricPrefix::add's.
+//
+// n items in sorted order, positions < top scanned. same_as_previous(p): the item at p
+// ties with the item at p - 1; label_at(p): its label. pass: scratch of top + 1 doubles,
+// or nullptr when ERR is not needed (run.err stays 0). sink(p, run) receives the sums
+// of the first p + 1 positions.
+RANKOPS_HD_TEMPLATE
+template <typename SameAsPrevious, typename LabelAt, typename Sink>
+RANKOPS_HD void tie_averaged_scan(int64_t n, int64_t top, SameAsPrevious same_as_previous,
+                                  LabelAt label_at, Gain gain, double threshold,
+                                  double inv_two_pow_max, double* pass, Sink sink) {
+  MetricPrefix run;
+  double relevant_before = 0.0;
+  bool relevant_seen = false;
+  for (int64_t a = 0; a < top;) {
+    int64_t end = a + 1;
+    while (end < n && same_as_previous(end)) ++end;
+    double h = 0.0, gain_sum = 0.0;
+    for (int64_t p = a; p < end; ++p) {
+      const double y = label_at(p);
+      h += y >= threshold ? 1.0 : 0.0;
+      gain_sum += gain_of(y, gain);
+    }
+    const double g = static_cast<double>(end - a);
+    const int64_t Q = (end < top ? end : top) - a;  // positions of the group scanned
+    double pass_group = 1.0;                         // prod over the group of (1 - p_stop)
+    if (pass != nullptr) {
+      pass[0] = 1.0;
+      for (int64_t q = 1; q <= Q; ++q) pass[q] = 0.0;
+      for (int64_t m = 1; m <= end - a; ++m) {
+        const double c = 1.0 - err_probability(label_at(a + m - 1), inv_two_pow_max);
+        const double dm = static_cast<double>(m);
+        for (int64_t q = (m < Q ? m : Q); q >= 1; --q) {
+          const double dq = static_cast<double>(q);
+          pass[q] = ((dm - dq) * pass[q] + dq * c * pass[q - 1]) / dm;
+        }
+        pass_group *= c;
+      }
+    }
+    const double mean_gain = gain_sum / g, hit = h / g;
+    const bool first_group = !relevant_seen && h > 0.0;
+    double p_first = hit;  // P(the group's first relevant item is at in-group position q)
+    for (int64_t q = 0; q < Q; ++q) {
+      const int64_t p = a + q;
+      const double rank = static_cast<double>(p + 1), dq = static_cast<double>(q);
+      run.dcg += mean_gain * discount_at(p);
+      run.hits += hit;
+      if (h > 0.0)
+        run.ap_sum += hit * (relevant_before + 1.0 + (g > 1.0 ? dq * (h - 1.0) / (g - 1.0) : 0.0)) / rank;
+      if (first_group) {
+        run.rr += p_first / rank;
+        if (q + 1 < Q) p_first *= (g - dq - h) / (g - 1.0 - dq);
+      }
+      if (pass != nullptr) run.err += run.err_continue * (pass[q] - pass[q + 1]) / rank;
+      sink(p, run);
+    }
+    run.err_continue *= pass_group;
+    relevant_before += h;
+    relevant_seen = relevant_seen || h > 0.0;
+    a = end;
+  }
 }
 
 }  // namespace rankops

@@ -7,6 +7,8 @@
 //  2. one pass over that prefix accumulates running DCG, hits, sum of P@r, ERR;
 //  3. every requested (metric, k) reads the running sums at min(k, n), plus IDCG@k
 //     (a second partial sort, of the gains) and the number of relevant items.
+// ties="average" sorts the whole list (a tie group can straddle the cut-off) and scans
+// it with tie_averaged_scan (csrc/common/metric_math.h) instead of step 2.
 // Each list writes only its own column of the output, so the result does not depend
 // on the number of threads. Arithmetic in float64; output in the accumulation dtype.
 #include <ATen/ATen.h>
@@ -22,6 +24,7 @@
 
 #include "../common/checks.h"
 #include "../common/metric_math.h"
+#include "../common/sort_keys.h"
 #include "list_utils.h"
 #include "../common/metric_args.h"
 
@@ -39,6 +42,7 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
   const scalar_t* s_in = scores.data_ptr<scalar_t>();
   const double* y_in = labels.data_ptr<double>();
   const bool need_idcg = args.max_ndcg_k >= 0;
+  const bool need_err = std::find(args.metrics.begin(), args.metrics.end(), Metric::Err) != args.metrics.end();
   const double inv_two_pow_max = 1.0 / std::exp2(args.max_grade);
   const Gain gain = args.gain;
 
@@ -60,6 +64,7 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
     std::vector<double> ideal;
     std::vector<double> idcg_prefix;
     std::vector<MetricPrefix> prefix;
+    std::vector<double> pass;  // ERR's scratch under ties="average"
     auto before = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
       return a.first > b.first || (a.first == b.first && a.second < b.second);
     };
@@ -79,7 +84,7 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
       // radix sort (insertion sort up to 64 items), or a partial sort for a top few
       const int64_t top = args.max_k == 0 ? n : std::min(args.max_k, n);
       order.resize(n);
-      if (top == n || n <= 64) {
+      if (top == n || n <= 64 || args.average_ties) {
         rank(n, [&](int64_t i) { return static_cast<T>(s_in[start + i]); }, order.data());
       } else {
         keyed.resize(n);
@@ -93,11 +98,21 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
 
       // 2. running sums over the prefix; prefix[p] = sums of the first p items
       prefix.assign(top + 1, MetricPrefix{});
-      MetricPrefix run;
-      for (int64_t p = 0; p < top; ++p) {
-        const double yi = y[order[p]];
-        run.add(p, gain_of(yi, gain), yi >= args.threshold, err_probability(yi, inv_two_pow_max));
-        prefix[p + 1] = run;
+      if (args.average_ties) {
+        auto key_at = [&](int64_t p) { return orderable_key(static_cast<T>(s_in[start + order[p]])); };
+        pass.resize(need_err ? top + 1 : 0);
+        tie_averaged_scan(
+            n, top, [&](int64_t p) { return key_at(p) == key_at(p - 1); },
+            [&](int64_t p) { return y[order[p]]; }, gain, args.threshold, inv_two_pow_max,
+            need_err ? pass.data() : nullptr,
+            [&](int64_t p, const MetricPrefix& run) { prefix[p + 1] = run; });
+      } else {
+        MetricPrefix run;
+        for (int64_t p = 0; p < top; ++p) {
+          const double yi = y[order[p]];
+          run.add(p, gain_of(yi, gain), yi >= args.threshold, err_probability(yi, inv_two_pow_max));
+          prefix[p + 1] = run;
+        }
       }
 
       // ideal DCG at every position up to the largest NDCG cut-off
@@ -133,12 +148,13 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
 std::tuple<at::Tensor, at::Tensor> ranking_metrics_cpu(
     const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
     c10::ArrayRef<c10::string_view> metrics, at::IntArrayRef ks, c10::string_view gain,
-    double relevance_threshold, double max_grade, c10::string_view precision_divide_by) {
+    double relevance_threshold, double max_grade, c10::string_view precision_divide_by,
+    c10::string_view ties) {
   check_list_inputs(scores, labels, offsets, c10::nullopt);
   const auto off = offsets.contiguous();
   check_offsets_values_cpu(off, scores.size(0));
   const MetricArgs args =
-      parse_metric_args(metrics, ks, gain, relevance_threshold, max_grade, precision_divide_by);
+      parse_metric_args(metrics, ks, gain, relevance_threshold, max_grade, precision_divide_by, ties);
   const int64_t B = off.size(0) - 1;
   const int64_t M = static_cast<int64_t>(args.metrics.size());
   const auto acc = acc_dtype_of(scores.scalar_type());

@@ -9,7 +9,11 @@
 //  3. one warp per list scans the sorted prefix (32 ranks per step with warp shuffles,
 //     carries between steps) into per-rank running DCG, hits, sum of P@r, ERR and ideal
 //     DCG; it also counts the list's relevant items and finds its first relevant rank;
-//  4. one thread per (metric, list) reads the running sums at min(k, n).
+//  4. ties="average": one thread per list rescans its sorted prefix with
+//     tie_averaged_scan (csrc/common/metric_math.h, the CPU's code), reading the tie
+//     groups off the sorted keys, and overwrites the running sums (and writes the
+//     expected reciprocal rank); a plain sequential pass, simple rather than fast;
+//  5. one thread per (metric, list) reads the running sums at min(k, n).
 // No atomics: every output has one writer, so results are deterministic.
 // Status: compiles with nvcc 13.0 for sm_90 (torch 2.14.1+cu130); not yet run on a GPU,
 // tests/test_metrics.py::test_cuda_matches_cpu and the device-parametrised tests check it.
@@ -22,6 +26,7 @@
 
 #include <cub/cub.cuh>
 
+#include <algorithm>
 #include <limits>
 #include <string>
 
@@ -62,6 +67,8 @@ struct ScanOut {
   double* num_relevant;  // [B]
   bool* any_gain;        // [B]
   int64_t* first_rel;    // [B] 0-based rank, -1: none in the scanned prefix
+  double* rr;            // [N] running expected 1/rank of the first relevant item
+                         // (ties="average" only; nullptr: read first_rel)
 };
 
 template <typename scalar_t, typename K>
@@ -169,6 +176,32 @@ __global__ void list_scan_kernel(const int64_t* __restrict__ off, int64_t B,
   }
 }
 
+// ties="average": one thread per list, the CPU's scan over the sorted prefix. keys:
+// the sorted keys (NaN already -inf, -0 already +0, so == finds the tie groups);
+// pass: ERR's scratch, list b at [off[b] + b, off[b + 1] + b] (nullptr without ERR).
+template <typename K>
+__global__ void tie_average_kernel(const int64_t* __restrict__ off, int64_t B,
+                                   const K* __restrict__ keys, const double* __restrict__ y,
+                                   const int* __restrict__ order, ScanArgs a, double* pass,
+                                   ScanOut out) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b >= B) return;
+  const int64_t start = off[b], n = off[b + 1] - start;
+  const int64_t top = a.max_k == 0 ? n : (a.max_k < n ? a.max_k : n);
+  const K* key = keys + start;
+  const int* item = order + start;
+  tie_averaged_scan(
+      n, top, [&](int64_t p) { return key[p] == key[p - 1]; },
+      [&](int64_t p) { return y[item[p]]; }, a.gain, a.threshold, a.inv_two_pow_max,
+      pass != nullptr ? pass + start + b : nullptr, [&](int64_t p, const MetricPrefix& run) {
+        out.dcg[start + p] = run.dcg;
+        out.hits[start + p] = run.hits;
+        out.ap[start + p] = run.ap_sum;
+        out.err[start + p] = run.err;
+        out.rr[start + p] = run.rr;
+      });
+}
+
 __global__ void finalize_kernel(const int64_t* __restrict__ off, int64_t B, MetricTable table,
                                 bool precision_by_k, ScanOut in, double* __restrict__ values,
                                 bool* __restrict__ defined) {
@@ -188,7 +221,8 @@ __global__ void finalize_kernel(const int64_t* __restrict__ off, int64_t B, Metr
     at.hits = in.hits[q];
     at.ap_sum = in.ap[q];
     at.err = in.err[q];
-    at.first_relevant = in.first_rel[b] >= 0 && in.first_rel[b] < cut ? in.first_rel[b] : -1;
+    const int64_t first = in.first_rel[b];
+    at.rr = in.rr != nullptr ? in.rr[q] : (first >= 0 && first < cut ? 1.0 / static_cast<double>(first + 1) : 0.0);
     if (m == Metric::Ndcg) idcg = in.idcg[q];
   }
   const double R = in.num_relevant[b];
@@ -201,11 +235,12 @@ __global__ void finalize_kernel(const int64_t* __restrict__ off, int64_t B, Metr
 std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
     const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
     c10::ArrayRef<c10::string_view> metrics, at::IntArrayRef ks, c10::string_view gain,
-    double relevance_threshold, double max_grade, c10::string_view precision_divide_by) {
+    double relevance_threshold, double max_grade, c10::string_view precision_divide_by,
+    c10::string_view ties) {
   check_list_inputs(scores, labels, offsets, c10::nullopt);
   const c10::cuda::CUDAGuard guard(scores.device());
-  const MetricArgs args =
-      parse_metric_args(metrics, ks, gain, relevance_threshold, max_grade, precision_divide_by);
+  const MetricArgs args = parse_metric_args(metrics, ks, gain, relevance_threshold, max_grade,
+                                            precision_divide_by, ties);
   const int64_t N = scores.size(0);
   const int64_t B = offsets.size(0) - 1;
   const int64_t M = static_cast<int64_t>(args.metrics.size());
@@ -229,6 +264,7 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
   auto gains_in = need_idcg ? at::empty({N}, dopt.dtype(at::kDouble)) : at::Tensor();
   auto gains_out = need_idcg ? at::empty({N}, dopt.dtype(at::kDouble)) : at::Tensor();
   const int64_t* off_p = off.data_ptr<int64_t>();
+  at::Tensor keys_sorted;  // kept for ties="average"
 
   if (N > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "ranking_metrics_cuda", [&] {
@@ -249,6 +285,7 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
             index_out.data_ptr<int>(), static_cast<int>(N), static_cast<int>(B), off_p, off_p + 1,
             0, static_cast<int>(sizeof(K) * 8), stream);
       });
+      keys_sorted = keys_out;
     });
     if (need_idcg) {
       cuda::cub_call(scores.device(), [&](void* temp, size_t& bytes) {
@@ -259,7 +296,7 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
     }
   }
 
-  auto prefix = at::empty({4, N}, dopt.dtype(at::kDouble));
+  auto prefix = at::empty({args.average_ties ? 5 : 4, N}, dopt.dtype(at::kDouble));
   auto idcg = need_idcg ? at::empty({N}, dopt.dtype(at::kDouble)) : at::Tensor();
   auto num_relevant = at::empty({B}, dopt.dtype(at::kDouble));
   auto any_gain = at::empty({B}, dopt.dtype(at::kBool));
@@ -267,7 +304,8 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
   double* pre = prefix.data_ptr<double>();
   ScanOut scan{pre, pre + N, pre + 2 * N, pre + 3 * N,
                need_idcg ? idcg.data_ptr<double>() : nullptr, num_relevant.data_ptr<double>(),
-               any_gain.data_ptr<bool>(), first_rel.data_ptr<int64_t>()};
+               any_gain.data_ptr<bool>(), first_rel.data_ptr<int64_t>(),
+               args.average_ties ? pre + 4 * N : nullptr};
   ScanArgs sa{args.gain, args.threshold, 1.0 / std::exp2(args.max_grade), args.max_k,
               args.max_ndcg_k};
   const int64_t scan_blocks = (B + kWarpsPerBlock - 1) / kWarpsPerBlock;
@@ -275,6 +313,19 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
       off_p, B, y.data_ptr<double>(), index_out.data_ptr<int>(),
       need_idcg ? gains_out.data_ptr<double>() : nullptr, sa, scan);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (args.average_ties && N > 0) {
+    const bool need_err =
+        std::find(args.metrics.begin(), args.metrics.end(), Metric::Err) != args.metrics.end();
+    auto pass = need_err ? at::empty({N + B}, dopt.dtype(at::kDouble)) : at::Tensor();
+    const int threads = 128;
+    const int64_t blocks = (B + threads - 1) / threads;
+    AT_DISPATCH_FLOATING_TYPES(keys_sorted.scalar_type(), "ranking_metrics_cuda_ties", [&] {
+      tie_average_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
+          off_p, B, keys_sorted.data_ptr<scalar_t>(), y.data_ptr<double>(),
+          index_out.data_ptr<int>(), sa, need_err ? pass.data_ptr<double>() : nullptr, scan);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
 
   MetricTable table{};
   table.count = static_cast<int>(M);
