@@ -17,7 +17,8 @@ Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
   scikit-learn's ``ndcg_score`` averages ties in DCG this way by default). With
   ``"average"`` a model cannot score by the order the data came in: constant scores get
   the metric of a random ranking, not of the file's order. Exact, in closed form for every
-  metric; ERR costs O(g * min(g, k)) per tie group of g items, the others O(n).
+  metric; ERR costs O((r + k) * min(r, k)) per tie group with r items of positive gain,
+  the others O(n).
 * **Gain** ``G(y) = 2^y - 1`` (``gain="exp2"``, default) or ``y`` (``"linear"``, the
   gain of trec_eval's ndcg); **discount** ``D(r) = 1 / log2(1 + r)``.
 * **Relevant** (binary metrics): ``y >= relevance_threshold`` (default 1, as trec_eval).
@@ -252,7 +253,7 @@ def precision(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = Non
               group_ids: Optional[Tensor] = None, k: Optional[int] = None,
               relevance_threshold: float = 1.0, divide_by: str = "min_k_n",
               empty: str = "zero", ties: str = "position", reduction: str = "mean",
-         validate: bool = True) -> Tensor:
+              validate: bool = True) -> Tensor:
     r"""Precision@k = ``hits@k / min(k, n)`` (``divide_by="min_k_n"``, as Rax) or
     ``hits@k / k`` (``divide_by="k"``, as trec_eval's P_k); ``hits / n`` without k."""
     return _single("precision", scores, labels, _layout(offsets, lengths, mask, group_ids), k,

@@ -363,24 +363,28 @@ def _reference_metrics(scores, labels, specs, *, offsets=None, lengths=None, mas
     return _metric_finish(values, defined, [nm for nm, _ in specs], empty, reduction, out_dtype)
 
 
-def ndcg(scores, labels, *, k=None, gain="exp2", empty="zero", reduction="mean", **layout):
+def ndcg(scores, labels, *, k=None, gain="exp2", empty="zero", ties="position",
+         reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("ndcg", k)], gain=gain, empty=empty,
-                              reduction=reduction, **layout)[0]
+                              ties=ties, reduction=reduction, **layout)[0]
 
 
-def dcg(scores, labels, *, k=None, gain="exp2", empty="zero", reduction="mean", **layout):
+def dcg(scores, labels, *, k=None, gain="exp2", empty="zero", ties="position",
+        reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("dcg", k)], gain=gain, empty=empty,
-                              reduction=reduction, **layout)[0]
+                              ties=ties, reduction=reduction, **layout)[0]
 
 
-def mrr(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", reduction="mean", **layout):
+def mrr(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", ties="position",
+        reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("mrr", k)], relevance_threshold=relevance_threshold,
-                              empty=empty, reduction=reduction, **layout)[0]
+                              empty=empty, ties=ties, reduction=reduction, **layout)[0]
 
 
-def ap(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", reduction="mean", **layout):
+def ap(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", ties="position",
+       reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("ap", k)], relevance_threshold=relevance_threshold,
-                              empty=empty, reduction=reduction, **layout)[0]
+                              empty=empty, ties=ties, reduction=reduction, **layout)[0]
 
 
 def map(scores, labels, **kwargs):  # noqa: A001
@@ -388,19 +392,21 @@ def map(scores, labels, **kwargs):  # noqa: A001
 
 
 def precision(scores, labels, *, k=None, relevance_threshold=1.0, divide_by="min_k_n", empty="zero",
-              reduction="mean", **layout):
+              ties="position", reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("precision", k)], relevance_threshold=relevance_threshold,
-                              divide_by=divide_by, empty=empty, reduction=reduction, **layout)[0]
+                              divide_by=divide_by, empty=empty, ties=ties, reduction=reduction, **layout)[0]
 
 
-def recall(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", reduction="mean", **layout):
+def recall(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", ties="position",
+           reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("recall", k)], relevance_threshold=relevance_threshold,
-                              empty=empty, reduction=reduction, **layout)[0]
+                              empty=empty, ties=ties, reduction=reduction, **layout)[0]
 
 
-def err(scores, labels, *, k=None, max_grade=4.0, empty="zero", reduction="mean", **layout):
+def err(scores, labels, *, k=None, max_grade=4.0, empty="zero", ties="position",
+        reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("err", k)], max_grade=max_grade, empty=empty,
-                              reduction=reduction, **layout)[0]
+                              ties=ties, reduction=reduction, **layout)[0]
 
 
 def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):

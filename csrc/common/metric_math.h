@@ -101,51 +101,65 @@ RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefi
 //   P(first relevant at p)    = C(g-1-q, h-1) / C(g, h), in the first group with h > 0
 //   E[stop at p, passing the group's items before it] = pass_q - pass_{q+1}      (ERR)
 // where pass_q is the mean over the group's q-item subsets of prod (1 - p_stop): the
-// chance of passing q of the group's items. pass is built by the recurrence
-// pass_q <- ((m - q) pass_q + q c_m pass_{q-1}) / m as item m (c_m = 1 - p_stop) joins,
-// a convex combination (no cancellation), O(g * min(g, top - a)) per group; only for ERR.
-// Without ties (g = 1) every line is MetricPrefix::add's.
+// chance of passing q of the group's items. Only the group's r items with p_stop > 0
+// matter: with P_j the mean over j-subsets of those r of prod (1 - p_stop), pass_q =
+// sum_j P(j of them among q drawn) P_j, the draw hypergeometric. Both come from convex
+// recurrences (no cancellation), in O((r + q) * min(r, q)) for the q positions scanned:
+//   P_j  <- ((m - j) P_j + j c_m P_{j-1}) / m        as stoppable item m (c = 1 - p_stop) joins
+//   D_j  <- D_j (1 - (r - j) / (g - q)) + D_{j-1} (r - j + 1) / (g - q)   one more draw
+// so a long run of unjudged or irrelevant tied items (label 0, as the padding list of a
+// padded batch) costs O(g), not O(g^2). Without ties (g = 1) every line is
+// MetricPrefix::add's.
 //
 // n items in sorted order, positions < top scanned. same_as_previous(p): the item at p
-// ties with the item at p - 1; label_at(p): its label. pass: scratch of top + 1 doubles,
-// or nullptr when ERR is not needed (run.err stays 0). sink(p, run) receives the sums
-// of the first p + 1 positions.
+// ties with the item at p - 1; label_at(p): its label. scratch: 2 (top + 2) doubles for
+// ERR, or nullptr when ERR is not needed (run.err stays 0). sink(p, run) receives the
+// sums of the first p + 1 positions.
 RANKOPS_HD_TEMPLATE
 template <typename SameAsPrevious, typename LabelAt, typename Sink>
 RANKOPS_HD void tie_averaged_scan(int64_t n, int64_t top, SameAsPrevious same_as_previous,
                                   LabelAt label_at, Gain gain, double threshold,
-                                  double inv_two_pow_max, double* pass, Sink sink) {
+                                  double inv_two_pow_max, double* scratch, Sink sink) {
   MetricPrefix run;
   double relevant_before = 0.0;
   bool relevant_seen = false;
+  double* subset_pass = scratch;                                    // P_j, j <= J
+  double* draws = scratch != nullptr ? scratch + (top + 2) : nullptr;  // D_j, j <= J
   for (int64_t a = 0; a < top;) {
     int64_t end = a + 1;
     while (end < n && same_as_previous(end)) ++end;
     double h = 0.0, gain_sum = 0.0;
+    int64_t r = 0;
     for (int64_t p = a; p < end; ++p) {
       const double y = label_at(p);
       h += y >= threshold ? 1.0 : 0.0;
       gain_sum += gain_of(y, gain);
+      r += err_probability(y, inv_two_pow_max) > 0.0 ? 1 : 0;
     }
     const double g = static_cast<double>(end - a);
     const int64_t Q = (end < top ? end : top) - a;  // positions of the group scanned
+    const int64_t J = r < Q ? r : Q;                // stoppable items among them, at most
     double pass_group = 1.0;                         // prod over the group of (1 - p_stop)
-    if (pass != nullptr) {
-      pass[0] = 1.0;
-      for (int64_t q = 1; q <= Q; ++q) pass[q] = 0.0;
-      for (int64_t m = 1; m <= end - a; ++m) {
-        const double c = 1.0 - err_probability(label_at(a + m - 1), inv_two_pow_max);
+    if (scratch != nullptr) {
+      subset_pass[0] = draws[0] = 1.0;
+      for (int64_t j = 1; j <= J; ++j) subset_pass[j] = draws[j] = 0.0;
+      int64_t m = 0;
+      for (int64_t p = a; p < end; ++p) {
+        const double c = 1.0 - err_probability(label_at(p), inv_two_pow_max);
+        if (!(c < 1.0)) continue;
+        ++m;
         const double dm = static_cast<double>(m);
-        for (int64_t q = (m < Q ? m : Q); q >= 1; --q) {
-          const double dq = static_cast<double>(q);
-          pass[q] = ((dm - dq) * pass[q] + dq * c * pass[q - 1]) / dm;
+        for (int64_t j = (m < J ? m : J); j >= 1; --j) {
+          const double dj = static_cast<double>(j);
+          subset_pass[j] = ((dm - dj) * subset_pass[j] + dj * c * subset_pass[j - 1]) / dm;
         }
         pass_group *= c;
       }
     }
-    const double mean_gain = gain_sum / g, hit = h / g;
+    const double mean_gain = gain_sum / g, hit = h / g, dr = static_cast<double>(r);
     const bool first_group = !relevant_seen && h > 0.0;
-    double p_first = hit;  // P(the group's first relevant item is at in-group position q)
+    double p_first = hit;    // P(the group's first relevant item is at in-group position q)
+    double pass_here = 1.0;  // pass_q
     for (int64_t q = 0; q < Q; ++q) {
       const int64_t p = a + q;
       const double rank = static_cast<double>(p + 1), dq = static_cast<double>(q);
@@ -157,7 +171,18 @@ RANKOPS_HD void tie_averaged_scan(int64_t n, int64_t top, SameAsPrevious same_as
         run.rr += p_first / rank;
         if (q + 1 < Q) p_first *= (g - dq - h) / (g - 1.0 - dq);
       }
-      if (pass != nullptr) run.err += run.err_continue * (pass[q] - pass[q + 1]) / rank;
+      if (scratch != nullptr) {
+        // draw the (q+1)-th item: D over the stoppable items drawn, then pass_{q+1}
+        const double left = g - dq;
+        double pass_next = 0.0;
+        for (int64_t j = (q + 1 < J ? q + 1 : J); j >= 0; --j) {
+          const double dj = static_cast<double>(j);
+          draws[j] = draws[j] * (1.0 - (dr - dj) / left) + (j > 0 ? draws[j - 1] * (dr - dj + 1.0) / left : 0.0);
+          pass_next += draws[j] * subset_pass[j];
+        }
+        run.err += run.err_continue * (pass_here - pass_next) / rank;
+        pass_here = pass_next;
+      }
       sink(p, run);
     }
     run.err_continue *= pass_group;

@@ -64,7 +64,8 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
     std::vector<double> ideal;
     std::vector<double> idcg_prefix;
     std::vector<MetricPrefix> prefix;
-    std::vector<double> pass;  // ERR's scratch under ties="average"
+    std::vector<typename OrderableKey<T>::type> sorted_keys;  // ties="average": the groups
+    std::vector<double> err_scratch;                          // and ERR's recurrences
     auto before = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
       return a.first > b.first || (a.first == b.first && a.second < b.second);
     };
@@ -99,12 +100,13 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
       // 2. running sums over the prefix; prefix[p] = sums of the first p items
       prefix.assign(top + 1, MetricPrefix{});
       if (args.average_ties) {
-        auto key_at = [&](int64_t p) { return orderable_key(static_cast<T>(s_in[start + order[p]])); };
-        pass.resize(need_err ? top + 1 : 0);
+        sorted_keys.resize(n);
+        for (int64_t p = 0; p < n; ++p) sorted_keys[p] = orderable_key(static_cast<T>(s_in[start + order[p]]));
+        err_scratch.resize(need_err ? 2 * (top + 2) : 0);
         tie_averaged_scan(
-            n, top, [&](int64_t p) { return key_at(p) == key_at(p - 1); },
+            n, top, [&](int64_t p) { return sorted_keys[p] == sorted_keys[p - 1]; },
             [&](int64_t p) { return y[order[p]]; }, gain, args.threshold, inv_two_pow_max,
-            need_err ? pass.data() : nullptr,
+            need_err ? err_scratch.data() : nullptr,
             [&](int64_t p, const MetricPrefix& run) { prefix[p + 1] = run; });
       } else {
         MetricPrefix run;

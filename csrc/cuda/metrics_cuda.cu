@@ -178,11 +178,11 @@ __global__ void list_scan_kernel(const int64_t* __restrict__ off, int64_t B,
 
 // ties="average": one thread per list, the CPU's scan over the sorted prefix. keys:
 // the sorted keys (NaN already -inf, -0 already +0, so == finds the tie groups);
-// pass: ERR's scratch, list b at [off[b] + b, off[b + 1] + b] (nullptr without ERR).
+// scratch: ERR's, 2 (n + 2) doubles for list b from 2 (off[b] + 2 b) (nullptr without ERR).
 template <typename K>
 __global__ void tie_average_kernel(const int64_t* __restrict__ off, int64_t B,
                                    const K* __restrict__ keys, const double* __restrict__ y,
-                                   const int* __restrict__ order, ScanArgs a, double* pass,
+                                   const int* __restrict__ order, ScanArgs a, double* scratch,
                                    ScanOut out) {
   const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (b >= B) return;
@@ -193,7 +193,8 @@ __global__ void tie_average_kernel(const int64_t* __restrict__ off, int64_t B,
   tie_averaged_scan(
       n, top, [&](int64_t p) { return key[p] == key[p - 1]; },
       [&](int64_t p) { return y[item[p]]; }, a.gain, a.threshold, a.inv_two_pow_max,
-      pass != nullptr ? pass + start + b : nullptr, [&](int64_t p, const MetricPrefix& run) {
+      scratch != nullptr ? scratch + 2 * (start + 2 * b) : nullptr,
+      [&](int64_t p, const MetricPrefix& run) {
         out.dcg[start + p] = run.dcg;
         out.hits[start + p] = run.hits;
         out.ap[start + p] = run.ap_sum;
@@ -316,13 +317,13 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
   if (args.average_ties && N > 0) {
     const bool need_err =
         std::find(args.metrics.begin(), args.metrics.end(), Metric::Err) != args.metrics.end();
-    auto pass = need_err ? at::empty({N + B}, dopt.dtype(at::kDouble)) : at::Tensor();
+    auto scratch = need_err ? at::empty({2 * (N + 2 * B)}, dopt.dtype(at::kDouble)) : at::Tensor();
     const int threads = 128;
     const int64_t blocks = (B + threads - 1) / threads;
     AT_DISPATCH_FLOATING_TYPES(keys_sorted.scalar_type(), "ranking_metrics_cuda_ties", [&] {
       tie_average_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
           off_p, B, keys_sorted.data_ptr<scalar_t>(), y.data_ptr<double>(),
-          index_out.data_ptr<int>(), sa, need_err ? pass.data_ptr<double>() : nullptr, scan);
+          index_out.data_ptr<int>(), sa, need_err ? scratch.data_ptr<double>() : nullptr, scan);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
