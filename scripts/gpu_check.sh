@@ -100,6 +100,14 @@ for b in pairwise listwise metrics; do
   if [ "$RC" -ne 0 ]; then BENCH_RC=$RC; fi
   step "bench_$b rc=$RC"
 done
+# metrics on tied scores, ties="average" (one thread per list on CUDA): appended to the
+# metrics table
+RC=0
+timeout "$(left 60)" python3 benchmarks/bench_metrics.py --device cuda --tied --out "$RAW/bench_metrics_tied.md" \
+  2>&1 | tee "$RAW/bench_metrics_tied.txt" || RC=$?
+{ echo; cat "$RAW/bench_metrics_tied.md" 2>/dev/null || true; } >> "$LOG/bench_metrics_cuda.md"
+if [ "$RC" -ne 0 ]; then BENCH_RC=$RC; fi
+step "bench_metrics --tied rc=$RC"
 
 # compute-sanitizer (memcheck, then racecheck) over every kernel path on small inputs, with
 # what is left of the budget; skipped where the tool is missing or refuses the device.
