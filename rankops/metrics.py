@@ -29,13 +29,19 @@ Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
 * ``precision@k = hits@k' / min(k, n)`` (``divide_by="min_k_n"``, default, as Rax) or
   ``hits@k' / k`` (``divide_by="k"``, trec_eval's P_k); without k, ``hits / n``.
 * ``recall@k = hits@k' / R``.
+* ``success@k`` (``hit_rate@k``) ``= 1`` if a relevant item ranks within k, else 0
+  (trec_eval's success, "top-k accuracy" in dense retrieval, HR@k in recommendation);
+  the mean over lists is the fraction of queries answered in the top k.
+* ``rprec`` (R-precision) ``= hits@R / R``, the precision at the list's own number R of
+  relevant items (trec_eval's Rprec); it takes no cut-off.
 * ``err@k = sum_{r <= k'} (1/r) p_r prod_{i<r} (1 - p_i)`` with
   ``p = (2^y - 1) / 2^max_grade`` (Chapelle et al. 2009). ``max_grade`` is the top of
   the grading scale, **default 4** (the 0-4 scale of MSLR-WEB / Yahoo! LTR), a constant so
   that a list's ERR never depends on the rest of the batch; labels above it are an error
   (pass ``max_grade=1`` for binary labels).
 
-**Lists with no relevant item** (no label >= threshold for mrr/ap/precision/recall; no
+**Lists with no relevant item** (no label >= threshold for mrr/ap/precision/recall/
+success/rprec; no
 positive label for ndcg/dcg/err; this includes **empty lists**) are governed by ``empty``:
 
 * ``"zero"`` (default): the list scores 0 and counts in the mean (trec_eval, Rax);
@@ -71,6 +77,8 @@ __all__ = [
     "precision",
     "recall",
     "err",
+    "success",
+    "r_precision",
     "evaluate",
     "MetricAccumulator",
     "METRICS",
@@ -90,11 +98,15 @@ METRICS = {
     "p": "precision",
     "recall": "recall",
     "err": "err",
+    "success": "success",
+    "hit_rate": "success",
+    "rprec": "rprec",
+    "r_precision": "rprec",
 }
 EMPTY = ("zero", "one", "skip")
 TIES = ("position", "average")
 DIVIDE_BY = ("min_k_n", "k")
-_SPEC = re.compile(r"^([a-z]+)(?:@(\d+))?$")
+_SPEC = re.compile(r"^([a-z_]+)(?:@(\d+))?$")
 
 
 def _check_number(name: str, value, *, minimum=None) -> float:
@@ -116,6 +128,8 @@ def parse_metric(spec: str) -> Tuple[str, Optional[int]]:
     k = None if m.group(2) is None else int(m.group(2))
     if k is not None and k < 1:
         raise ValueError(f"metrics: the cut-off of {spec!r} must be >= 1")
+    if k is not None and METRICS[m.group(1)] == "rprec":
+        raise ValueError(f"metrics: {spec!r}: R-precision has no cut-off (it reads the first R items)")
     return METRICS[m.group(1)], k
 
 
@@ -285,6 +299,32 @@ def err(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
                    reduction, _Options(empty=empty, max_grade=max_grade, ties=ties), validate)
 
 
+def success(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+            lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+            group_ids: Optional[Tensor] = None, k: Optional[int] = None,
+            relevance_threshold: float = 1.0, empty: str = "zero", ties: str = "position",
+            reduction: str = "mean", validate: bool = True) -> Tensor:
+    r"""Success@k: 1 if an item with ``y >= relevance_threshold`` ranks within the first
+    k, else 0; the mean over lists is the share of queries with a hit in the top k
+    (trec_eval's success, "top-k accuracy", HR@k). With ``ties="average"``, the chance of
+    a hit over the orders of the tie groups."""
+    return _single("success", scores, labels, _layout(offsets, lengths, mask, group_ids), k,
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold, ties=ties),
+                   validate)
+
+
+def r_precision(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+                lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+                group_ids: Optional[Tensor] = None, relevance_threshold: float = 1.0,
+                empty: str = "zero", ties: str = "position", reduction: str = "mean",
+                validate: bool = True) -> Tensor:
+    r"""R-precision: ``hits@R / R``, the precision at the list's own number R of relevant
+    items (trec_eval's Rprec). It equals recall@R, and takes no cut-off."""
+    return _single("rprec", scores, labels, _layout(offsets, lengths, mask, group_ids), None,
+                   reduction, _Options(empty=empty, relevance_threshold=relevance_threshold, ties=ties),
+                   validate)
+
+
 def _parse_specs(metrics) -> List[Tuple[str, Optional[int]]]:
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -304,7 +344,8 @@ def evaluate(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None
     r"""Several metrics and cut-offs in one kernel call (each list is sorted once).
 
     ``metrics``: names ``ndcg``, ``dcg``, ``mrr``, ``ap``/``map``, ``precision``/``p``,
-    ``recall``, ``err``, each optionally with ``@k``. Returns ``{spec: value}`` in the
+    ``recall``, ``err``, ``success``/``hit_rate``, each optionally with ``@k``, and
+    ``rprec``/``r_precision`` (no cut-off). Returns ``{spec: value}`` in the
     given order: scalars for ``reduction="mean"``/``"sum"``, ``[B]`` for ``"none"``.
     The options mean what they mean in the single-metric functions.
     """

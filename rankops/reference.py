@@ -37,6 +37,8 @@ __all__ = [
     "precision",
     "recall",
     "err",
+    "success",
+    "r_precision",
     "evaluate",
 ]
 
@@ -199,7 +201,9 @@ def lambdaloss(scores, labels, *, variant="ndcg2pp", sigma=1.0, k=None, mu=5.0, 
 # over lists and groups instead: an oracle, not a baseline.
 
 _METRIC_ALIASES = {"ndcg": "ndcg", "dcg": "dcg", "mrr": "mrr", "ap": "ap", "map": "ap",
-                   "precision": "precision", "p": "precision", "recall": "recall", "err": "err"}
+                   "precision": "precision", "p": "precision", "recall": "recall", "err": "err",
+                   "success": "success", "hit_rate": "success", "rprec": "rprec",
+                   "r_precision": "rprec"}
 
 
 def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
@@ -235,6 +239,10 @@ def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
             v = torch.where(rel & cut & (hits == 1), 1.0 / pos, zero).sum(1)
         elif name == "ap":
             v = torch.where(rel & cut, hits / pos, zero).sum(1) / R.clamp_min(1)
+        elif name == "success":
+            v = (rel & cut).any(1).to(torch.float64)
+        elif name == "rprec":  # hits within the first R ranks, over R
+            v = (rel & (pos <= R[:, None])).to(torch.float64).sum(1) / R.clamp_min(1)
         elif name in ("precision", "recall"):
             h = torch.where(cut, rel.to(torch.float64), zero).sum(1)
             if name == "recall":
@@ -314,6 +322,10 @@ def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_b
                     v = v / idcg if idcg > 0 else 0.0
             elif name == "mrr":
                 v = sum(p_first[p] / (p + 1) for p in range(cut))
+            elif name == "success":
+                v = sum(p_first[:cut])
+            elif name == "rprec":
+                v = sum(e_rel[:int(R)]) / R if R > 0 else 0.0
             elif name == "ap":
                 v = sum(e_ap[:cut]) / R if R > 0 else 0.0
             elif name in ("precision", "recall"):
@@ -407,6 +419,18 @@ def err(scores, labels, *, k=None, max_grade=4.0, empty="zero", ties="position",
         reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("err", k)], max_grade=max_grade, empty=empty,
                               ties=ties, reduction=reduction, **layout)[0]
+
+
+def success(scores, labels, *, k=None, relevance_threshold=1.0, empty="zero", ties="position",
+            reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("success", k)], relevance_threshold=relevance_threshold,
+                              empty=empty, ties=ties, reduction=reduction, **layout)[0]
+
+
+def r_precision(scores, labels, *, relevance_threshold=1.0, empty="zero", ties="position",
+                reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("rprec", None)], relevance_threshold=relevance_threshold,
+                              empty=empty, ties=ties, reduction=reduction, **layout)[0]
 
 
 def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):

@@ -11,9 +11,9 @@ from rankops import metrics as M
 from rankops import reference
 from lists import EDGE_LENGTHS, random_batch, random_masked
 
-NAMES = ["ndcg", "dcg", "mrr", "ap", "precision", "recall", "err"]
+NAMES = ["ndcg", "dcg", "mrr", "ap", "precision", "recall", "err", "success"]
 FUNCS = {"ndcg": M.ndcg, "dcg": M.dcg, "mrr": M.mrr, "ap": M.ap, "precision": M.precision,
-         "recall": M.recall, "err": M.err}
+         "recall": M.recall, "err": M.err, "success": M.success}
 
 
 def _D(r):
@@ -50,6 +50,8 @@ def _hand(name, k, gain="exp2", divide_by="min_k_n", max_grade=4.0):
         return sum(rel[:kk]) / (kk if k is None or divide_by == "min_k_n" else k)
     if name == "recall":
         return sum(rel[:kk]) / R
+    if name == "success":
+        return 1.0 if any(rel[:kk]) else 0.0
     p = [(2.0 ** y - 1.0) / 2.0 ** max_grade for y in RANKED]
     out, reach = 0.0, 1.0
     for r in range(kk):
@@ -74,11 +76,21 @@ def test_hand_values_spelled_out(device):
         ("recall", dict(k=2), 2 / 3),
         ("err", dict(k=1), (2.0 - 1) / 16),
         ("ndcg", dict(), (1 + 7 / math.log2(3) + 3 / math.log2(5)) / ideal),
+        ("success", dict(k=1), 1.0),
     ]
     for name, kw, want in cases:
         assert FUNCS[name](s, y, **kw).item() == pytest.approx(want, rel=1e-12), (name, kw)
         assert getattr(reference, name)(s, y, **kw).item() == pytest.approx(want, rel=1e-12), (name, kw)
         assert _hand(name, kw.get("k"), divide_by=kw.get("divide_by", "min_k_n")) == pytest.approx(want, rel=1e-12)
+    # R-precision: R = 3 relevant items, 2 of them in the first 3 ranks
+    for impl in (M.r_precision, reference.r_precision):
+        assert impl(s, y).item() == pytest.approx(2 / 3, rel=1e-12)
+        assert impl(s, y, relevance_threshold=2).item() == pytest.approx(1 / 2, rel=1e-12)
+    assert M.evaluate(s, y, metrics=["rprec", "r_precision"])["rprec"].item() == pytest.approx(2 / 3, rel=1e-12)
+    # success: the first relevant item ranks 1st; at threshold 3 it ranks 2nd
+    assert M.success(s, y, k=1, relevance_threshold=3).item() == 0.0
+    assert M.success(s, y, k=2, relevance_threshold=3).item() == 1.0
+    assert M.evaluate(s, y, metrics=["hit_rate@1"])["hit_rate@1"].item() == 1.0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -156,7 +168,7 @@ def test_no_relevant_item_and_empty_lists(device):
     for name in NAMES:
         a = _hand(name, None)
         single = {"ndcg": 1.0, "dcg": 3.0, "mrr": 1.0, "ap": 1.0, "precision": 1.0, "recall": 1.0,
-                  "err": 3.0 / 16}[name]
+                  "err": 3.0 / 16, "success": 1.0}[name]
         f = FUNCS[name]
         zero = f(s, y, offsets=offsets, reduction="none")
         assert zero.tolist() == pytest.approx([a, 0.0, 0.0, single], rel=1e-12)
@@ -281,7 +293,7 @@ def test_evaluate_matches_reference(device, ties, empty, gain):
     lengths = EDGE_LENGTHS + [5, 0, 12, 1000]
     s, y, offsets = random_batch(lengths, device=device, ties=ties, grades=3, seed=7)
     y[offsets[2]:offsets[3]] = 0  # a list with no relevant item
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@5", "@10", "@300")]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@5", "@10", "@300")] + ["rprec"]
     for reduction in ("none", "mean", "sum"):
         for divide_by in ("min_k_n", "k"):
             kw = dict(offsets=offsets, metrics=specs, empty=empty, gain=gain, reduction=reduction,
@@ -300,7 +312,7 @@ def test_random_masks_match_reference(device, special, empty, packing):
     # NaN (ranked as -inf, by position) with padding before them: every real item, -inf
     # and NaN included, ranks before every padding slot.
     S, Y, _, mask = (t.to(device) for t in random_masked(30, 25, seed=8, special=special))
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@3", "@10")]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@3", "@10")] + ["rprec"]
     kw = dict(mask=mask, metrics=specs, empty=empty, max_grade=3.0)
     for reduction in ("none", "mean"):
         got = M.evaluate(S, Y, reduction=reduction, **kw)
@@ -367,7 +379,7 @@ def test_integer_and_bool_labels_equal_float_labels(device, label_dtype):
     # labels of any real dtype (DESIGN §2): the metrics of the same labels as floats
     s, y, offsets = random_batch([5, 0, 8, 1, 30, 12], device=device, grades=4, ties=True, seed=14)
     y_int = (y > 0) if label_dtype == torch.bool else y.to(label_dtype)
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@3")]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@3")] + ["rprec"]
     for empty in ("zero", "skip"):
         kw = dict(offsets=offsets, metrics=specs, empty=empty, max_grade=3, reduction="none")
         got = M.evaluate(s, y_int, **kw)
@@ -424,6 +436,10 @@ def test_bad_arguments():
         M.ndcg(s, y, k=2.5)
     with pytest.raises(ValueError, match="empty must be one of"):
         M.ndcg(s, y, empty="nan")
+    with pytest.raises(ValueError, match="R-precision has no cut-off"):
+        M.evaluate(s, y, metrics=["rprec@5"])
+    with pytest.raises(RuntimeError, match="rprec has no cut-off"):
+        torch.ops.rankops.ranking_metrics(s, y, torch.tensor([0, 3]), ["rprec"], [5], "exp2", 1.0, 4.0, "k")
     with pytest.raises(ValueError, match="gain must be one of"):
         M.dcg(s, y, gain="exp")
     with pytest.raises(ValueError, match="divide_by must be one of"):
@@ -501,14 +517,16 @@ def test_agrees_with_pytrec_eval(ties, gain):
     cuts = [1, 3, 5, 10, 20]
     measures = {"ndcg", "map", "recip_rank", "ndcg_cut." + ",".join(map(str, cuts)),
                 "P." + ",".join(map(str, cuts)), "recall." + ",".join(map(str, cuts)),
-                "map_cut." + ",".join(map(str, cuts))}
+                "map_cut." + ",".join(map(str, cuts)), "success." + ",".join(map(str, cuts)),
+                "Rprec"}
     trec = pytrec_eval.RelevanceEvaluator(qrel, measures).evaluate(run)
     queries = sorted(trec)
     assert len(queries) == len(lengths)
-    pairs = {"ndcg": "ndcg", "map": "map", "mrr": "recip_rank"}
+    pairs = {"ndcg": "ndcg", "map": "map", "mrr": "recip_rank", "rprec": "Rprec"}
     for c in cuts:
         pairs.update({f"ndcg@{c}": f"ndcg_cut_{c}", f"precision@{c}": f"P_{c}",
-                      f"recall@{c}": f"recall_{c}", f"ap@{c}": f"map_cut_{c}"})
+                      f"recall@{c}": f"recall_{c}", f"ap@{c}": f"map_cut_{c}",
+                      f"success@{c}": f"success_{c}"})
     ours = M.evaluate(s, y, offsets=offsets, metrics=list(pairs), gain=gain, divide_by="k",
                       reduction="none")
     worst = 0.0
@@ -636,7 +654,7 @@ def test_cuda_matches_cpu(dtype):
     s[5] = float("nan")
     s[7] = -0.0
     s[8] = 0.0
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")] + ["rprec"]
     kw = dict(metrics=specs, reduction="none", empty="one", max_grade=3)
     cpu = M.evaluate(s, y, offsets=offsets, **kw)
     gpu = M.evaluate(s.cuda(), y.cuda(), offsets=offsets.cuda(), **kw)

@@ -33,8 +33,10 @@ inline Metric parse_metric(const std::string& s) {
   if (s == "precision") return Metric::Precision;
   if (s == "recall") return Metric::Recall;
   if (s == "err") return Metric::Err;
+  if (s == "success") return Metric::Success;
+  if (s == "rprec") return Metric::RPrecision;
   TORCH_CHECK(false, "rankops: metrics must be among 'ndcg', 'dcg', 'mrr', 'ap', 'precision', "
-              "'recall', 'err', got '", s, "'");
+              "'recall', 'err', 'success', 'rprec', got '", s, "'");
 }
 
 inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at::IntArrayRef ks,
@@ -63,6 +65,8 @@ inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at:
     const Metric m = parse_metric(std::string(metrics[j]));
     const int64_t k = ks[j];
     TORCH_CHECK(k >= 0, "rankops: ks must be >= 1, or 0 for the whole list, got ", k);
+    TORCH_CHECK(m != Metric::RPrecision || k == 0,
+                "rankops: rprec has no cut-off (it reads the first R items), got k = ", k);
     a.metrics.push_back(m);
     a.ks.push_back(k);
     whole = whole || k == 0;

@@ -10,6 +10,8 @@
 //   P@k         = hits@k' / min(k, n)  or  hits@k' / k
 //   recall@k    = hits@k' / R
 //   ERR@k       = sum_{r <= k'} (1/r) p_r prod_{i < r} (1 - p_i),  p = (2^y - 1) / 2^max_grade
+//   success@k   = 1 if a relevant item is among the first k', else 0 (MetricPrefix::found)
+//   R-precision = hits@R / R: precision at the list's own number of relevant items
 // relevant: y >= relevance_threshold. A metric is "defined" for a list when its
 // denominator can be non-zero: a positive gain (ndcg, dcg, err) or a relevant item
 // (the binary metrics); the Python layer applies the `empty` option to the others.
@@ -24,7 +26,9 @@
 
 namespace rankops {
 
-enum class Metric : int { Ndcg = 0, Dcg = 1, Mrr = 2, Ap = 3, Precision = 4, Recall = 5, Err = 6 };
+enum class Metric : int {
+  Ndcg = 0, Dcg = 1, Mrr = 2, Ap = 3, Precision = 4, Recall = 5, Err = 6, Success = 7, RPrecision = 8
+};
 
 // Does the metric's "defined" flag come from positive gains (graded) or from the
 // relevance threshold (binary)?
@@ -50,6 +54,7 @@ struct MetricPrefix {
   double err = 0.0;
   double err_continue = 1.0;    // prod (1 - p_i) so far
   double rr = 0.0;              // 1 / rank of the first relevant item so far (0: none)
+  double found = 0.0;           // 1 once a relevant item has been seen (0: none)
 
   RANKOPS_HD void add(int64_t p, double gain, bool relevant, double err_p) {
     const double rank = static_cast<double>(p + 1);
@@ -57,16 +62,26 @@ struct MetricPrefix {
     if (relevant) {
       hits += 1.0;
       ap_sum += hits / rank;
-      if (hits == 1.0) rr = 1.0 / rank;
+      if (hits == 1.0) {
+        rr = 1.0 / rank;
+        found = 1.0;
+      }
     }
     err += err_continue * err_p / rank;
     err_continue *= 1.0 - err_p;
   }
 };
 
+// How many leading items metric m with cut-off k (0: whole list) reads in a list of n
+// items with R relevant ones: min(k, n), or R for R-precision.
+RANKOPS_HD int64_t metric_cut(Metric m, int64_t k, int64_t n, double num_relevant) {
+  if (m == Metric::RPrecision) return static_cast<int64_t>(num_relevant);
+  return k == 0 ? n : (k < n ? k : n);
+}
+
 // The value of metric m with cut-off k (0: whole list) for a list of n items, given the
-// running sums over its first min(k, n) items, the ideal DCG at that cut-off and the
-// number of relevant items R. Undefined metrics (zero denominator) give 0.
+// running sums over its first metric_cut(m, k, n, R) items, the ideal DCG at that cut-off
+// and the number of relevant items R. Undefined metrics (zero denominator) give 0.
 RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefix& at_k,
                                double idcg_k, double num_relevant, bool precision_divides_by_k) {
   switch (m) {
@@ -86,6 +101,10 @@ RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefi
       return num_relevant > 0.0 ? at_k.hits / num_relevant : 0.0;
     case Metric::Err:
       return at_k.err;
+    case Metric::Success:
+      return at_k.found;
+    case Metric::RPrecision:
+      return num_relevant > 0.0 ? at_k.hits / num_relevant : 0.0;
   }
   return 0.0;
 }
@@ -99,6 +118,7 @@ RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefi
 //   E[relevant at p]          = h / g                                  (hits: P, recall)
 //   E[relevant at p * hits@p] = (h / g) (H + 1 + q (h - 1) / (g - 1))  (AP's term * (p+1))
 //   P(first relevant at p)    = C(g-1-q, h-1) / C(g, h), in the first group with h > 0
+//                               (MRR's term * (p+1); success sums it)
 //   E[stop at p, passing the group's items before it] = pass_q - pass_{q+1}      (ERR)
 // where pass_q is the mean over the group's q-item subsets of prod (1 - p_stop): the
 // chance of passing q of the group's items. Only the group's r items with p_stop > 0
@@ -169,6 +189,7 @@ RANKOPS_HD void tie_averaged_scan(int64_t n, int64_t top, SameAsPrevious same_as
         run.ap_sum += hit * (relevant_before + 1.0 + (g > 1.0 ? dq * (h - 1.0) / (g - 1.0) : 0.0)) / rank;
       if (first_group) {
         run.rr += p_first / rank;
+        run.found += p_first;
         if (q + 1 < Q) p_first *= (g - dq - h) / (g - 1.0 - dq);
       }
       if (scratch != nullptr) {

@@ -1,4 +1,5 @@
-// CPU kernel of the ranking metrics (NDCG, DCG, MRR, AP, P, recall, ERR at any cut-offs).
+// CPU kernel of the ranking metrics (NDCG, DCG, MRR, AP, P, recall, ERR, success at any
+// cut-offs; R-precision).
 //
 // Per list, one task of at::parallel_for (chunked by n log n):
 //  1. order the items by score descending, ties by position (NaN last); only the
@@ -131,7 +132,7 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
       for (int64_t j = 0; j < M; ++j) {
         const Metric m = args.metrics[j];
         const int64_t k = args.ks[j];
-        const int64_t cut = k == 0 ? n : std::min(k, n);
+        const int64_t cut = metric_cut(m, k, n, num_relevant);
         const double idcg = m == Metric::Ndcg ? idcg_prefix[cut] : 0.0;
         out[j * B + b] = metric_value(m, k, n, prefix[cut], idcg, num_relevant, args.precision_by_k);
         ok[j * B + b] = metric_is_graded(m) ? any_gain : num_relevant > 0.0;

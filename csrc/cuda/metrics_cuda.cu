@@ -68,7 +68,8 @@ struct ScanOut {
   bool* any_gain;        // [B]
   int64_t* first_rel;    // [B] 0-based rank, -1: none in the scanned prefix
   double* rr;            // [N] running expected 1/rank of the first relevant item
-                         // (ties="average" only; nullptr: read first_rel)
+  double* found;         // [N] and chance that one was seen (ties="average" only;
+                         // nullptr: read first_rel)
 };
 
 template <typename scalar_t, typename K>
@@ -200,6 +201,7 @@ __global__ void tie_average_kernel(const int64_t* __restrict__ off, int64_t B,
         out.ap[start + p] = run.ap_sum;
         out.err[start + p] = run.err;
         out.rr[start + p] = run.rr;
+        out.found[start + p] = run.found;
       });
 }
 
@@ -213,7 +215,8 @@ __global__ void finalize_kernel(const int64_t* __restrict__ off, int64_t B, Metr
   const Metric m = static_cast<Metric>(table.metric[j]);
   const int64_t k = table.k[j];
   const int64_t start = off[b], n = off[b + 1] - start;
-  const int64_t cut = k == 0 ? n : (k < n ? k : n);
+  const double R = in.num_relevant[b];
+  const int64_t cut = metric_cut(m, k, n, R);
   MetricPrefix at;
   double idcg = 0.0;
   if (cut > 0) {
@@ -223,10 +226,11 @@ __global__ void finalize_kernel(const int64_t* __restrict__ off, int64_t B, Metr
     at.ap_sum = in.ap[q];
     at.err = in.err[q];
     const int64_t first = in.first_rel[b];
-    at.rr = in.rr != nullptr ? in.rr[q] : (first >= 0 && first < cut ? 1.0 / static_cast<double>(first + 1) : 0.0);
+    const bool first_in = first >= 0 && first < cut;
+    at.rr = in.rr != nullptr ? in.rr[q] : (first_in ? 1.0 / static_cast<double>(first + 1) : 0.0);
+    at.found = in.found != nullptr ? in.found[q] : (first_in ? 1.0 : 0.0);
     if (m == Metric::Ndcg) idcg = in.idcg[q];
   }
-  const double R = in.num_relevant[b];
   values[t] = metric_value(m, k, n, at, idcg, R, precision_by_k);
   defined[t] = metric_is_graded(m) ? in.any_gain[b] : R > 0.0;
 }
@@ -297,7 +301,7 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
     }
   }
 
-  auto prefix = at::empty({args.average_ties ? 5 : 4, N}, dopt.dtype(at::kDouble));
+  auto prefix = at::empty({args.average_ties ? 6 : 4, N}, dopt.dtype(at::kDouble));
   auto idcg = need_idcg ? at::empty({N}, dopt.dtype(at::kDouble)) : at::Tensor();
   auto num_relevant = at::empty({B}, dopt.dtype(at::kDouble));
   auto any_gain = at::empty({B}, dopt.dtype(at::kBool));
@@ -306,7 +310,7 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
   ScanOut scan{pre, pre + N, pre + 2 * N, pre + 3 * N,
                need_idcg ? idcg.data_ptr<double>() : nullptr, num_relevant.data_ptr<double>(),
                any_gain.data_ptr<bool>(), first_rel.data_ptr<int64_t>(),
-               args.average_ties ? pre + 4 * N : nullptr};
+               args.average_ties ? pre + 4 * N : nullptr, args.average_ties ? pre + 5 * N : nullptr};
   ScanArgs sa{args.gain, args.threshold, 1.0 / std::exp2(args.max_grade), args.max_k,
               args.max_ndcg_k};
   const int64_t scan_blocks = (B + kWarpsPerBlock - 1) / kWarpsPerBlock;
