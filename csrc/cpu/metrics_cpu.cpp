@@ -4,7 +4,7 @@
 // Per list, one task of at::parallel_for (chunked by n log n):
 //  1. order the items by score descending, ties by position (NaN last); only the
 //     prefix that the largest cut-off reads is sorted (partial sort: the keys
-//     (score, index) are unique, so the order is the stable one);
+//     (rank key, index) are unique, so the order is the stable one);
 //  2. one pass over that prefix accumulates running DCG, hits, sum of P@r, ERR;
 //  3. every requested (metric, k) reads the running sums at min(k, n), plus IDCG@k
 //     (a second partial sort, of the gains) and the number of relevant items.
@@ -59,17 +59,16 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
   std::vector<uint8_t> ok(static_cast<size_t>(M * B), 0);
 
   cpu::parallel_by_cost(cost, [&](int64_t b0, int64_t b1) {
-    std::vector<std::pair<T, int64_t>> keyed;
+    using Key = typename OrderableKey<T>::type;
+    std::vector<uint64_t> packed;                   // top-k selection, float keys
+    std::vector<std::pair<Key, int64_t>> keyed;     // and double keys
     std::vector<int64_t> order;
     cpu::StableRankOrder<T> rank;
     std::vector<double> ideal;
     std::vector<double> idcg_prefix;
     std::vector<MetricPrefix> prefix;
-    std::vector<typename OrderableKey<T>::type> sorted_keys;  // ties="average": the groups
-    std::vector<double> err_scratch;                          // and ERR's recurrences
-    auto before = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    };
+    std::vector<Key> sorted_keys;      // ties="average": the groups
+    std::vector<double> err_scratch;   // and ERR's recurrences
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = off[b], n = off[b + 1] - off[b];
       if (n == 0) continue;  // no relevant item: every metric 0 and undefined
@@ -89,13 +88,22 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
       if (top == n || n <= 64 || args.average_ties) {
         rank(n, [&](int64_t i) { return static_cast<T>(s_in[start + i]); }, order.data());
       } else {
-        keyed.resize(n);
-        for (int64_t i = 0; i < n; ++i) {
-          const T s = static_cast<T>(s_in[start + i]);
-          keyed[i] = {std::isnan(s) ? -INFINITY : s, i};
+        // (rank key, index) as one integer (float keys) or an integer pair (double keys):
+        // ascending = by score descending, NaN last, -0.0 tied with +0.0, ties by index,
+        // the radix sort's order; a partial (heap) sort of the top
+        auto key_of = [&](int64_t i) { return ~orderable_key(static_cast<T>(s_in[start + i])); };
+        if constexpr (sizeof(Key) == 4) {
+          packed.resize(n);
+          for (int64_t i = 0; i < n; ++i)
+            packed[i] = (static_cast<uint64_t>(key_of(i)) << 32) | static_cast<uint64_t>(i);
+          std::partial_sort(packed.begin(), packed.begin() + top, packed.end());
+          for (int64_t p = 0; p < top; ++p) order[p] = static_cast<int64_t>(packed[p] & 0xffffffffu);
+        } else {
+          keyed.resize(n);
+          for (int64_t i = 0; i < n; ++i) keyed[i] = {key_of(i), i};
+          std::partial_sort(keyed.begin(), keyed.begin() + top, keyed.end());
+          for (int64_t p = 0; p < top; ++p) order[p] = keyed[p].second;
         }
-        std::partial_sort(keyed.begin(), keyed.begin() + top, keyed.end(), before);
-        for (int64_t p = 0; p < top; ++p) order[p] = keyed[p].second;
       }
 
       // 2. running sums over the prefix; prefix[p] = sums of the first p items
@@ -123,7 +131,9 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
         const int64_t itop = args.max_ndcg_k == 0 ? n : std::min(args.max_ndcg_k, n);
         ideal.resize(n);
         for (int64_t i = 0; i < n; ++i) ideal[i] = gain_of(y[i], gain);
-        std::partial_sort(ideal.begin(), ideal.begin() + itop, ideal.end(), std::greater<double>());
+        // a heap for a top few (one pass, mostly one compare per item), a sort for all
+        if (itop < n) std::partial_sort(ideal.begin(), ideal.begin() + itop, ideal.end(), std::greater<double>());
+        else std::sort(ideal.begin(), ideal.end(), std::greater<double>());
         idcg_prefix.assign(itop + 1, 0.0);
         for (int64_t p = 0; p < itop; ++p) idcg_prefix[p + 1] = idcg_prefix[p] + ideal[p] * discount_at(p);
       }
