@@ -287,6 +287,7 @@ def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_b
         # per-position expectations: gain, relevant, AP term, P(first relevant), ERR term
         e_gain, e_rel, e_ap, p_first, e_err = ([0.0] * n for _ in range(5))
         H, reach, seen, a = 0.0, 1.0, False, 0
+        first_group = None  # (start, size, relevant) of the first group with a relevant item
         while a < n:
             end = a + 1
             while end < n and ks[end] == ks[a]:  # -0.0 == 0.0; NaN became -inf
@@ -309,6 +310,8 @@ def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_b
                         p_first[p] = math.comb(g - 1 - q, int(h) - 1) / math.comb(g, int(h))
                 e_err[p] = reach * (passing[q] - passing[q + 1]) / (p + 1)
             reach *= passing[g]
+            if not seen and h > 0:
+                first_group = (a, g, int(h))
             H += h
             seen = seen or h > 0
             a = end
@@ -322,8 +325,12 @@ def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_b
                     v = v / idcg if idcg > 0 else 0.0
             elif name == "mrr":
                 v = sum(p_first[p] / (p + 1) for p in range(cut))
-            elif name == "success":
-                v = sum(p_first[:cut])
+            elif name == "success":  # 1 - P(no relevant item in the first group that has one)
+                v = 0.0
+                if first_group is not None and cut > first_group[0]:
+                    a0, g0, h0 = first_group
+                    c = min(cut - a0, g0)
+                    v = 1.0 - math.comb(g0 - h0, c) / math.comb(g0, c)
             elif name == "rprec":
                 v = sum(e_rel[:int(R)]) / R if R > 0 else 0.0
             elif name == "ap":

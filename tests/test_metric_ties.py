@@ -154,6 +154,22 @@ def test_agrees_with_sklearn_tie_averaged_ndcg():
                                   M.ndcg(s, y, k=k, gain="linear", ties="average", reduction="none"))
 
 
+def test_success_is_a_probability(device):
+    # every (g, h): one tied list of g items, h relevant; a hit somewhere is certain
+    cases = [(g, h) for g in range(1, 60) for h in range(1, g + 1)]
+    lengths = torch.tensor([g for g, _ in cases])
+    y = torch.cat([torch.tensor([1.0] * h + [0.0] * (g - h)) for g, h in cases]).double()
+    s = torch.zeros_like(y)
+    got = M.evaluate(s.to(device), y.to(device), lengths=lengths.to(device), ties="average",
+                     metrics=["success", "success@3"], reduction="none")
+    assert (got["success"] == 1.0).all()
+    at3 = got["success@3"].cpu()
+    want = torch.tensor([1.0 - math.comb(g - h, min(3, g)) / math.comb(g, min(3, g)) for g, h in cases],
+                        dtype=torch.float64)
+    assert ((at3 >= 0) & (at3 <= 1)).all()
+    torch.testing.assert_close(at3, want, rtol=1e-15, atol=1e-15)
+
+
 def test_without_ties_average_equals_position(device):
     s, y, offsets = random_batch([0, 1, 2, 9, 64, 65, 300, 2000], seed=3)  # continuous: no ties
     specs = SPECS + ["ndcg@100", "err@1000", "ap@64"]

@@ -160,6 +160,33 @@ def test_ties_signed_zeros_and_nan_in_long_lists(device, dtype):
     assert M.ndcg(s, y).item() == pytest.approx(dcg / idcg, rel=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_top_k_selection_order(device, dtype):
+    # only cut-offs below n: the CPU selects the top of each list (> 64 items) instead of
+    # sorting it; its order must be the radix sort's. Distinct labels and linear gains make
+    # dcg@k pin the order of the first k items exactly.
+    g = torch.Generator().manual_seed(41)
+    lengths = [65, 70, 130, 400, 1000]
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-40, -1e-40,
+                             1.0, 1.0, 2.0], dtype=torch.float64)
+    parts = []
+    for n in lengths:
+        v = torch.round(torch.randn(n, generator=g, dtype=torch.float64) * 2)  # many ties
+        v[torch.randperm(n, generator=g)[:30]] = specials[torch.randint(0, len(specials), (30,), generator=g)]
+        parts.append(v)
+    s = torch.cat(parts).to(dtype).to(device)
+    y = torch.cat([torch.randperm(n, generator=g).to(torch.float64) for n in lengths]).to(device)
+    lengths = torch.tensor(lengths, device=device)
+    specs = [f"dcg@{k}" for k in (1, 2, 5, 17, 64)] + ["mrr@3", "precision@7"]
+    kw = dict(lengths=lengths, metrics=specs, gain="linear", relevance_threshold=500.0, reduction="none")
+    top = M.evaluate(s, y, **kw)
+    whole = M.evaluate(s, y, **dict(kw, metrics=specs + ["dcg"]))  # forces the full sort
+    want = reference.evaluate(s.cpu().double(), y.cpu(), **dict(kw, lengths=lengths.cpu()))
+    for spec in specs:
+        torch.testing.assert_close(top[spec], whole[spec], rtol=0, atol=0, msg=spec)
+        torch.testing.assert_close(top[spec].cpu().double(), want[spec].double(), rtol=1e-6, atol=1e-9, msg=spec)
+
+
 def test_no_relevant_item_and_empty_lists(device):
     # list 0: hand list; list 1: no relevant item; list 2: empty; list 3: a single relevant item
     s = torch.tensor(HAND_SCORES + [0.3, 0.2] + [0.1], dtype=torch.float64, device=device)

@@ -118,7 +118,9 @@ RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefi
 //   E[relevant at p]          = h / g                                  (hits: P, recall)
 //   E[relevant at p * hits@p] = (h / g) (H + 1 + q (h - 1) / (g - 1))  (AP's term * (p+1))
 //   P(first relevant at p)    = C(g-1-q, h-1) / C(g, h), in the first group with h > 0
-//                               (MRR's term * (p+1); success sums it)
+//                               (MRR's term * (p+1))
+//   P(no relevant item in the group's first q+1 positions) = prod_{t<=q} (g-h-t)/(g-t)
+//                               (success: one minus it; exactly 0 from q = g - h on)
 //   E[stop at p, passing the group's items before it] = pass_q - pass_{q+1}      (ERR)
 // where pass_q is the mean over the group's q-item subsets of prod (1 - p_stop): the
 // chance of passing q of the group's items. Only the group's r items with p_stop > 0
@@ -179,6 +181,7 @@ RANKOPS_HD void tie_averaged_scan(int64_t n, int64_t top, SameAsPrevious same_as
     const double mean_gain = gain_sum / g, hit = h / g, dr = static_cast<double>(r);
     const bool first_group = !relevant_seen && h > 0.0;
     double p_first = hit;    // P(the group's first relevant item is at in-group position q)
+    double p_none = 1.0;     // P(no relevant item in the group's first q + 1 positions)
     double pass_here = 1.0;  // pass_q
     for (int64_t q = 0; q < Q; ++q) {
       const int64_t p = a + q;
@@ -189,7 +192,9 @@ RANKOPS_HD void tie_averaged_scan(int64_t n, int64_t top, SameAsPrevious same_as
         run.ap_sum += hit * (relevant_before + 1.0 + (g > 1.0 ? dq * (h - 1.0) / (g - 1.0) : 0.0)) / rank;
       if (first_group) {
         run.rr += p_first / rank;
-        run.found += p_first;
+        // as a complement, so that it reaches exactly 1 and never exceeds it
+        p_none *= (g - h - dq) / (g - dq);
+        run.found = 1.0 - p_none;
         if (q + 1 < Q) p_first *= (g - dq - h) / (g - 1.0 - dq);
       }
       if (scratch != nullptr) {

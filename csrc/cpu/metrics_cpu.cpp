@@ -2,7 +2,7 @@
 // cut-offs; R-precision).
 //
 // Per list, one task of at::parallel_for (chunked by n log n):
-//  1. order the items by score descending, ties by position (NaN last); only the
+//  1. order the items by score descending, ties by position (NaN as -inf); only the
 //     prefix that the largest cut-off reads is sorted (partial sort: the keys
 //     (rank key, index) are unique, so the order is the stable one);
 //  2. one pass over that prefix accumulates running DCG, hits, sum of P@r, ERR;
@@ -88,11 +88,11 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
       if (top == n || n <= 64 || args.average_ties) {
         rank(n, [&](int64_t i) { return static_cast<T>(s_in[start + i]); }, order.data());
       } else {
-        // (rank key, index) as one integer (float keys) or an integer pair (double keys):
-        // ascending = by score descending, NaN last, -0.0 tied with +0.0, ties by index,
-        // the radix sort's order; a partial (heap) sort of the top
+        // (rank key, index) as one integer (float keys, lists below 2^32 items) or an
+        // integer pair: ascending = by score descending, NaN as -inf, -0.0 tied with +0.0,
+        // ties by index, the radix sort's order; a partial (heap) sort of the top
         auto key_of = [&](int64_t i) { return ~orderable_key(static_cast<T>(s_in[start + i])); };
-        if constexpr (sizeof(Key) == 4) {
+        if (sizeof(Key) == 4 && n <= int64_t(0xffffffff)) {
           packed.resize(n);
           for (int64_t i = 0; i < n; ++i)
             packed[i] = (static_cast<uint64_t>(key_of(i)) << 32) | static_cast<uint64_t>(i);
@@ -131,9 +131,8 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
         const int64_t itop = args.max_ndcg_k == 0 ? n : std::min(args.max_ndcg_k, n);
         ideal.resize(n);
         for (int64_t i = 0; i < n; ++i) ideal[i] = gain_of(y[i], gain);
-        // a heap for a top few (one pass, mostly one compare per item), a sort for all
-        if (itop < n) std::partial_sort(ideal.begin(), ideal.begin() + itop, ideal.end(), std::greater<double>());
-        else std::sort(ideal.begin(), ideal.end(), std::greater<double>());
+        // a heap (also bounded with NaN gains from validate=False, where std::sort is not)
+        std::partial_sort(ideal.begin(), ideal.begin() + itop, ideal.end(), std::greater<double>());
         idcg_prefix.assign(itop + 1, 0.0);
         for (int64_t p = 0; p < itop; ++p) idcg_prefix[p + 1] = idcg_prefix[p] + ideal[p] * discount_at(p);
       }

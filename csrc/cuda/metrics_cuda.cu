@@ -12,8 +12,10 @@
 //  4. ties="average": one thread per list rescans its sorted prefix with
 //     tie_averaged_scan (csrc/common/metric_math.h, the CPU's code), reading the tie
 //     groups off the sorted keys, and overwrites the running sums (and writes the
-//     expected reciprocal rank); a plain sequential pass, simple rather than fast;
-//  5. one thread per (metric, list) reads the running sums at min(k, n).
+//     expected reciprocal rank and the chance of a hit so far); a plain sequential
+//     pass, simple rather than fast;
+//  5. one thread per (metric, list) reads the running sums at metric_cut: min(k, n),
+//     or R for R-precision.
 // No atomics: every output has one writer, so results are deterministic.
 // Status: compiles with nvcc 13.0 for sm_90 (torch 2.14.1+cu130); not yet run on a GPU,
 // tests/test_metrics.py::test_cuda_matches_cpu and the device-parametrised tests check it.
