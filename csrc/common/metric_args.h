@@ -21,6 +21,7 @@ struct MetricArgs {
   double max_grade;
   bool precision_by_k;
   bool average_ties;   // ties="average": expected values over the orders of tie groups
+  bool needs_err;      // an ERR metric is requested (ties="average" then runs its recurrences)
   int64_t max_k;       // largest cut-off any metric reads (0: whole list)
   int64_t max_ndcg_k;  // same over the NDCG metrics; -1: no NDCG requested
 };
@@ -60,6 +61,7 @@ inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at:
   a.average_ties = tie_rule == "average";
   a.max_k = 0;
   a.max_ndcg_k = -1;
+  a.needs_err = false;
   bool whole = false;
   for (size_t j = 0; j < metrics.size(); ++j) {
     const Metric m = parse_metric(std::string(metrics[j]));
@@ -69,6 +71,7 @@ inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at:
                 "rankops: rprec has no cut-off (it reads the first R items), got k = ", k);
     a.metrics.push_back(m);
     a.ks.push_back(k);
+    a.needs_err = a.needs_err || m == Metric::Err;
     whole = whole || k == 0;
     a.max_k = std::max(a.max_k, k);
     if (m == Metric::Ndcg)

@@ -156,7 +156,7 @@ RANKOPS_HD void tie_averaged_scan(int64_t n, int64_t top, SameAsPrevious same_as
       const double y = label_at(p);
       h += y >= threshold ? 1.0 : 0.0;
       gain_sum += gain_of(y, gain);
-      r += err_probability(y, inv_two_pow_max) > 0.0 ? 1 : 0;
+      if (scratch != nullptr) r += err_probability(y, inv_two_pow_max) > 0.0 ? 1 : 0;  // ERR only
     }
     const double g = static_cast<double>(end - a);
     const int64_t Q = (end < top ? end : top) - a;  // positions of the group scanned

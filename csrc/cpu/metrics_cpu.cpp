@@ -43,7 +43,6 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
   const scalar_t* s_in = scores.data_ptr<scalar_t>();
   const double* y_in = labels.data_ptr<double>();
   const bool need_idcg = args.max_ndcg_k >= 0;
-  const bool need_err = std::find(args.metrics.begin(), args.metrics.end(), Metric::Err) != args.metrics.end();
   const double inv_two_pow_max = 1.0 / std::exp2(args.max_grade);
   const Gain gain = args.gain;
 
@@ -111,11 +110,11 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
       if (args.average_ties) {
         sorted_keys.resize(n);
         for (int64_t p = 0; p < n; ++p) sorted_keys[p] = orderable_key(static_cast<T>(s_in[start + order[p]]));
-        err_scratch.resize(need_err ? 2 * (top + 2) : 0);
+        err_scratch.resize(args.needs_err ? 2 * (top + 2) : 0);
         tie_averaged_scan(
             n, top, [&](int64_t p) { return sorted_keys[p] == sorted_keys[p - 1]; },
             [&](int64_t p) { return y[order[p]]; }, gain, args.threshold, inv_two_pow_max,
-            need_err ? err_scratch.data() : nullptr,
+            args.needs_err ? err_scratch.data() : nullptr,
             [&](int64_t p, const MetricPrefix& run) { prefix[p + 1] = run; });
       } else {
         MetricPrefix run;

@@ -28,7 +28,6 @@
 
 #include <cub/cub.cuh>
 
-#include <algorithm>
 #include <limits>
 #include <string>
 
@@ -321,15 +320,13 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
       need_idcg ? gains_out.data_ptr<double>() : nullptr, sa, scan);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (args.average_ties && N > 0) {
-    const bool need_err =
-        std::find(args.metrics.begin(), args.metrics.end(), Metric::Err) != args.metrics.end();
-    auto scratch = need_err ? at::empty({2 * (N + 2 * B)}, dopt.dtype(at::kDouble)) : at::Tensor();
+    auto scratch = args.needs_err ? at::empty({2 * (N + 2 * B)}, dopt.dtype(at::kDouble)) : at::Tensor();
     const int threads = 128;
     const int64_t blocks = (B + threads - 1) / threads;
     AT_DISPATCH_FLOATING_TYPES(keys_sorted.scalar_type(), "ranking_metrics_cuda_ties", [&] {
       tie_average_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
           off_p, B, keys_sorted.data_ptr<scalar_t>(), y.data_ptr<double>(),
-          index_out.data_ptr<int>(), sa, need_err ? scratch.data_ptr<double>() : nullptr, scan);
+          index_out.data_ptr<int>(), sa, args.needs_err ? scratch.data_ptr<double>() : nullptr, scan);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
