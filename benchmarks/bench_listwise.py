@@ -1,5 +1,6 @@
-"""Benchmark: rankops's listwise kernels (softmax, ListMLE, ApproxNDCG) and pointwise losses
-vs rankops.reference (padded PyTorch; ApproxNDCG's reference builds [B, L, L]).
+"""Benchmark: rankops's listwise kernels (softmax, ListMLE, unique softmax, ApproxNDCG) and
+pointwise losses vs rankops.reference (padded PyTorch; the references of ApproxNDCG and of
+unique softmax build [B, L, L], as Rax does).
 
 For every shape and loss: check that rankops and the reference agree, then time forward +
 backward (median of repeats after a warm-up; CUDA events on GPU), measure the peak extra
@@ -32,13 +33,16 @@ from rankops import reference  # noqa: E402
 LOSSES = {
     "softmax": ("softmax_loss", {}),
     "ListMLE": ("listmle_loss", {}),
+    "unique softmax": ("unique_softmax_loss", {}),
     "ApproxNDCG": ("approx_ndcg_loss", {}),
     "ApproxNDCG@10": ("approx_ndcg_loss", {"k": 10}),
     "sigmoid": ("sigmoid_loss", {}),
     "MSE": ("mse_loss", {}),
 }
-# The reference's [B, L, L] temporaries (ApproxNDCG): about this many float32 copies at the peak.
+# The reference's [B, L, L] temporaries (ApproxNDCG, unique softmax): about this many float32
+# copies at the peak.
 REFERENCE_COPIES = 10
+PAIR_REFERENCES = ("ApproxNDCG", "unique softmax")
 
 
 def shapes(device, quick):
@@ -58,7 +62,7 @@ def shapes(device, quick):
 
 def cases(device, quick):
     for shape, lengths in shapes(device, quick).items():
-        for loss in ("softmax", "ListMLE", "ApproxNDCG", "sigmoid", "MSE"):
+        for loss in ("softmax", "ListMLE", "unique softmax", "ApproxNDCG", "sigmoid", "MSE"):
             yield shape, lengths, loss
         if max(lengths) >= 4096:
             yield shape, lengths, "ApproxNDCG@10"
@@ -89,7 +93,7 @@ def floor_once(batch):
 def reference_fits(lengths, loss, device):
     L = max(lengths)
     per_item = len(lengths) * L * 4
-    need = per_item * L * REFERENCE_COPIES if loss.startswith("ApproxNDCG") else per_item * 20
+    need = per_item * L * REFERENCE_COPIES if loss.startswith(PAIR_REFERENCES) else per_item * 20
     if torch.device(device).type == "cuda":
         budget = torch.cuda.mem_get_info()[0] * 0.8
     else:

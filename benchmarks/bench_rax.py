@@ -44,6 +44,7 @@ def rax_losses():
                        lambda L: float(L)),
         "softmax": (rankops.softmax_loss, rax.softmax_loss, lambda L: 1.0),
         "ListMLE": (rankops.listmle_loss, rax.listmle_loss, lambda L: 1.0),
+        "unique softmax": (rankops.unique_softmax_loss, rax.unique_softmax_loss, lambda L: 1.0),
         "ApproxNDCG": (rankops.approx_ndcg_loss,
                        lambda s, y, **kw: -rax.ndcg_metric(
                            s, y, rank_fn=rax.utils.approx_ranks, **kw),

@@ -122,6 +122,12 @@ struct ListMLELossOp {
   using Signature = Tensor2(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                             const OptionalTensor&, bool);
 };
+struct UniqueSoftmaxLossOp {
+  static constexpr const char* forward_name = "rankops::unique_softmax_loss";
+  static constexpr const char* backward_name = "rankops::unique_softmax_loss_backward";
+  using Signature = Tensor2(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                            const OptionalTensor&, c10::string_view, bool);
+};
 struct ApproxNDCGLossOp {
   static constexpr const char* forward_name = "rankops::approx_ndcg_loss";
   static constexpr const char* backward_name = "rankops::approx_ndcg_loss_backward";
@@ -154,6 +160,13 @@ Tensor2 listmle_loss_autograd(const at::Tensor& scores, const at::Tensor& labels
   return {out[0], out[1]};
 }
 
+Tensor2 unique_softmax_loss_autograd(const at::Tensor& scores, const at::Tensor& labels,
+                                     const at::Tensor& offsets, const OptionalTensor& weights,
+                                     c10::string_view gain, bool compute_grad) {
+  auto out = apply_loss<UniqueSoftmaxLossOp>(scores, labels, offsets, weights, gain, compute_grad);
+  return {out[0], out[1]};
+}
+
 Tensor2 approx_ndcg_loss_autograd(const at::Tensor& scores, const at::Tensor& labels,
                                   const at::Tensor& offsets, const OptionalTensor& weights,
                                   double temperature, c10::optional<int64_t> k,
@@ -169,6 +182,7 @@ TORCH_LIBRARY_IMPL(rankops, Autograd, m) {
   m.impl("pairwise_loss", &pairwise_loss_autograd);
   m.impl("softmax_loss", &softmax_loss_autograd);
   m.impl("listmle_loss", &listmle_loss_autograd);
+  m.impl("unique_softmax_loss", &unique_softmax_loss_autograd);
   m.impl("approx_ndcg_loss", &approx_ndcg_loss_autograd);
 }
 

@@ -93,6 +93,12 @@ TORCH_LIBRARY(rankops, m) {
       "bool compute_grad) -> (Tensor, Tensor)");
   m.def("listmle_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
   m.def(
+      "unique_softmax_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
+      "str gain, bool compute_grad) -> (Tensor, Tensor)");
+  m.def(
+      "unique_softmax_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> "
+      "Tensor");
+  m.def(
       "approx_ndcg_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
       "float temperature, int? k, str gain, bool compute_grad) -> (Tensor, Tensor)");
   m.def("approx_ndcg_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");

@@ -57,6 +57,11 @@ def _listmle_loss_fake(scores, labels, offsets, weights, compute_grad):
     return _list_loss_fake(scores, labels, offsets, compute_grad)
 
 
+@torch.library.register_fake("rankops::unique_softmax_loss")
+def _unique_softmax_loss_fake(scores, labels, offsets, weights, gain, compute_grad):
+    return _list_loss_fake(scores, labels, offsets, compute_grad)
+
+
 @torch.library.register_fake("rankops::approx_ndcg_loss")
 def _approx_ndcg_loss_fake(scores, labels, offsets, weights, temperature, k, gain, compute_grad):
     return _list_loss_fake(scores, labels, offsets, compute_grad)
@@ -85,5 +90,6 @@ def _backward_op(name: str):
                                     setup_context=_setup_none)
 
 
-for _name in ("pairwise_loss", "softmax_loss", "listmle_loss", "approx_ndcg_loss"):
+for _name in ("pairwise_loss", "softmax_loss", "listmle_loss", "unique_softmax_loss",
+              "approx_ndcg_loss"):
     _backward_op(_name)

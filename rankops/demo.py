@@ -36,6 +36,7 @@ LOSSES: Dict[str, tuple] = {
     "ndcg2pp": ("LambdaLoss NDCG-Loss2++", lambda m: lambda s, y, **kw: m.lambdaloss(s, y, variant="ndcg2pp", **kw)),
     "softmax": ("softmax (ListNet)", lambda m: m.softmax_loss),
     "listmle": ("ListMLE", lambda m: m.listmle_loss),
+    "unique_softmax": ("unique softmax", lambda m: m.unique_softmax_loss),
     "approx_ndcg": ("ApproxNDCG", lambda m: m.approx_ndcg_loss),
     # LambdaRank's per-pair mean has ~1e-4 of softmax's gradient norm, so 1:1 means would
     # be softmax alone; summed over the batch's pairs and weighted 1/4, its gradient norm

@@ -1,4 +1,4 @@
-"""Listwise (softmax/ListNet, ListMLE, ApproxNDCG) and pointwise (sigmoid, MSE) losses
+"""Listwise (softmax/ListNet, ListMLE, unique softmax, ApproxNDCG) and pointwise (sigmoid, MSE) losses
 over packed, variable-length lists (DESIGN §3).
 
 Every loss takes ``scores, labels`` in any layout of :mod:`rankops.segments` (packed
@@ -24,7 +24,8 @@ from ._common import (GAINS, REDUCTIONS, check_choice, check_k, check_kernel_aut
                       check_positive, exp2_label_bounds, reduce)
 from ._ops import ops
 
-__all__ = ["softmax_loss", "listmle_loss", "approx_ndcg_loss", "sigmoid_loss", "mse_loss"]
+__all__ = ["softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
+           "mse_loss"]
 
 
 def _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate, label_bounds=()):
@@ -63,6 +64,15 @@ def _listmle_packed(lists, *, reduction="mean"):
     check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     loss, _ = ops.listmle_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
                                _compute_grad(lists))
+    return _reduce_lists(loss, lists, reduction)
+
+
+def _unique_softmax_packed(lists, *, gain="exp2", reduction="mean"):
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("gain", gain, GAINS)
+    check_kernel_autograd(lists.scores, lists.labels, lists.weights)
+    loss, _ = ops.unique_softmax_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
+                                      gain, _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
 
 
@@ -179,6 +189,37 @@ def listmle_loss(
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
     return _listmle_packed(lists, reduction=reduction)
+
+
+def unique_softmax_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    gain: str = "exp2",
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""Unique softmax (Zhu & Klabjan, *Listwise Learning to Rank by Exploring Unique
+    Ratings*, WSDM 2020; Rax's ``unique_softmax_loss``): each item competes in its own
+    softmax against the items with a strictly smaller label only,
+
+    ``loss = -sum_i w_i G(y_i) log(exp(s_i) / (exp(s_i) + sum_{j: y_j < y_i} exp(s_j)))``,
+
+    ``G(y) = 2^y - 1`` (``gain="exp2"``, Rax's default) or ``y`` (``"linear"``). Items of
+    equal label never compete, so graded labels need no tie-break (unlike ListMLE), and
+    label-0 items add no term of their own. O(n log n) per list (a sort by label and two
+    scans; Rax and the reference build ``[L, L]``), the gradient fused into the forward
+    pass with every exponent <= 0. A list with one label value (or one item) gives 0;
+    ``reduction="mean"`` divides by the number of non-empty lists.
+    """
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate,
+                    exp2_label_bounds(scores, _approx_ndcg_takes_exp2_gain(gain)))
+    return _unique_softmax_packed(lists, gain=gain, reduction=reduction)
 
 
 def approx_ndcg_loss(

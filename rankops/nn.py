@@ -72,7 +72,7 @@ from . import listwise as _listwise  # noqa: E402
 from ._common import exp2_label_bounds  # noqa: E402
 from . import segments as _segments  # noqa: E402
 
-__all__ += ["SoftmaxLoss", "ListMLELoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
+__all__ += ["SoftmaxLoss", "ListMLELoss", "UniqueSoftmaxLoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
 
 
 class SoftmaxLoss(_ListLoss):
@@ -83,6 +83,11 @@ class SoftmaxLoss(_ListLoss):
 class ListMLELoss(_ListLoss):
     """:func:`rankops.listmle_loss`."""
     _fn = staticmethod(_listwise.listmle_loss)
+
+
+class UniqueSoftmaxLoss(_ListLoss):
+    """:func:`rankops.unique_softmax_loss` (``gain``)."""
+    _fn = staticmethod(_listwise.unique_softmax_loss)
 
 
 class ApproxNDCGLoss(_ListLoss):
@@ -115,6 +120,8 @@ _COMBINABLE = {
                 _pairwise_exp2),
     "softmax": (_listwise._softmax_packed, {}, ("label_norm",), None),
     "listmle": (_listwise._listmle_packed, {}, (), None),
+    "unique_softmax": (_listwise._unique_softmax_packed, {}, ("gain",),
+                       _listwise._approx_ndcg_takes_exp2_gain),
     "approx_ndcg": (_listwise._approx_ndcg_packed, {}, ("temperature", "k", "gain"),
                     _listwise._approx_ndcg_takes_exp2_gain),
     "sigmoid": (_listwise._sigmoid_packed, {}, (), None),
@@ -137,7 +144,7 @@ class CombinedLoss(nn.Module):
     """Several losses, weighted and summed: ``sum_name weight_name * loss_name(scores, labels)``.
 
     ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
-    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listmle"``, ``"approx_ndcg"``, ``"sigmoid"``,
+    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
     ``"mse"``; also the functions' names, with or without ``_loss``: ``"ranknet_loss"``,
     ``"pairwise_hinge"``, ``"pairwise_soft_zero_one_loss"``, ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
     options of that loss alone; bad options fail at construction.

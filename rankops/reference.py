@@ -453,7 +453,8 @@ def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):
 # sum with a very negative score (exp() of it is exactly 0) rather than -inf, so no
 # backward formula meets inf - inf.
 
-__all__ += ["softmax_loss", "listmle_loss", "approx_ndcg_loss", "sigmoid_loss", "mse_loss"]
+__all__ += ["softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
+            "mse_loss"]
 
 
 def _listwise_mean_count(valid: Tensor) -> Tensor:
@@ -492,6 +493,26 @@ def listmle_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group
     suffix_lse = torch.logcumsumexp(s_pi_kept.flip(1), dim=1).flip(1)
     terms = torch.where(v_pi, w_pi * (suffix_lse - s_pi), torch.zeros_like(s_pi))
     return reduce(terms.sum(1), reduction, _listwise_mean_count(valid))
+
+
+def unique_softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                        weights=None, gain="exp2", reduction="mean"):
+    """Reference of :func:`rankops.unique_softmax_loss`: ``-sum_i w_i G(y_i) log p_i``, p_i the
+    softmax of s_i among {i} and the items of smaller label; [B, L, L] memory (as Rax)."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("gain", gain, GAINS)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    L = S.shape[1]
+    lower = valid[:, :, None] & valid[:, None, :] & (Y[:, None, :] < Y[:, :, None])  # [b, i, j]: y_j < y_i
+    competes = lower | torch.eye(L, dtype=torch.bool, device=S.device)
+    row = torch.where(competes, S[:, None, :].expand(-1, L, -1), _very_negative(S)[:, None, :])
+    log_p = S - torch.logsumexp(row, dim=2)
+    a = W * gains(Y, gain)
+    # an item with no smaller label is alone in its softmax (log p = 0); a weight of 0 adds 0
+    active = valid & lower.any(2) & (a != 0)
+    per_list = -torch.where(active, a * log_p, torch.zeros_like(log_p)).sum(1)
+    return reduce(per_list, reduction, _listwise_mean_count(valid))
 
 
 def approx_ndcg_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,

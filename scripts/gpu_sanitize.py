@@ -61,7 +61,7 @@ for dtype in (torch.float32, torch.float64, torch.float16):
         print(f"pairwise {dtype} {layout}: ok", flush=True)
         if layout == "long alone" and dtype != torch.float32:
             continue
-        for name, opts in [("softmax_loss", {}), ("listmle_loss", {}),
+        for name, opts in [("softmax_loss", {}), ("listmle_loss", {}), ("unique_softmax_loss", {}),
                            ("approx_ndcg_loss", {"k": 10})]:
             loss = getattr(rankops, name)(s, y, offsets=off, **opts)
             (g,) = torch.autograd.grad(loss, s)
@@ -80,6 +80,7 @@ Y = torch.randint(0, 3, (4, 40), device=dev).float()
 lengths = torch.tensor([40, 0, 7, 33], device=dev)
 rankops.lambdarank_loss(S, Y, lengths=lengths, k=5).backward()
 rankops.listmle_loss(S, Y, lengths=lengths).backward()
+rankops.unique_softmax_loss(S, Y, lengths=lengths).backward()
 empty = torch.zeros(0, device=dev, requires_grad=True)
 rankops.ranknet_loss(empty, torch.zeros(0, device=dev)).backward()
 sync()
@@ -90,7 +91,7 @@ print("padded + empty: ok")
 if dev.type == "cuda":
     s, y, _ = batch([6, 4], torch.float32)
     bad = torch.tensor([0, 9, 3, 10_000], device=dev)
-    for name in ("softmax_loss", "listmle_loss", "approx_ndcg_loss"):
+    for name in ("softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss"):
         torch.autograd.grad(getattr(rankops, name)(s, y, offsets=bad, validate=False), s)
     rankops.metrics.evaluate(s.detach(), y, offsets=bad, metrics=["ndcg@3", "map"], validate=False)
     sync()

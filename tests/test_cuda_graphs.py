@@ -18,7 +18,7 @@ def test_only_the_pairwise_op_is_tagged_cudagraph_unsafe():
     ops = torch.ops.rankops
     assert torch.Tag.cudagraph_unsafe in ops.pairwise_loss.default.tags
     for op in (ops.pairwise_loss_backward, ops.softmax_loss, ops.listmle_loss,
-               ops.approx_ndcg_loss, ops.ranking_metrics):
+               ops.unique_softmax_loss, ops.approx_ndcg_loss, ops.ranking_metrics):
         assert torch.Tag.cudagraph_unsafe not in op.default.tags, op
 
 
@@ -34,6 +34,7 @@ def _batch(device, seed=0):
 LISTWISE = {
     "softmax": lambda s, y, o: rankops.softmax_loss(s, y, offsets=o),
     "listmle": lambda s, y, o: rankops.listmle_loss(s, y, offsets=o),
+    "unique_softmax": lambda s, y, o: rankops.unique_softmax_loss(s, y, offsets=o),
     "approx_ndcg": lambda s, y, o: rankops.approx_ndcg_loss(s, y, offsets=o, k=10),
 }
 

@@ -1,4 +1,4 @@
-"""Listwise (softmax, ListMLE, ApproxNDCG) and pointwise (sigmoid, MSE) losses, and CombinedLoss."""
+"""Listwise (softmax, ListMLE, unique softmax, ApproxNDCG) and pointwise (sigmoid, MSE) losses, and CombinedLoss."""
 import math
 
 import pytest
@@ -8,13 +8,14 @@ import rankops
 from rankops import reference
 from lists import EDGE_LENGTHS, assert_close_per_list, random_batch, random_masked
 
-LISTWISE = ["softmax_loss", "listmle_loss", "approx_ndcg_loss"]
+LISTWISE = ["softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss"]
 POINTWISE = ["sigmoid_loss", "mse_loss"]
 ALL = LISTWISE + POINTWISE
 # option sets exercised for every loss
 OPTIONS = {
     "softmax_loss": [{}, {"label_norm": True}],
     "listmle_loss": [{}],
+    "unique_softmax_loss": [{}, {"gain": "linear"}],
     "approx_ndcg_loss": [{}, {"temperature": 0.5}, {"k": 3}, {"k": 10, "gain": "linear", "temperature": 2.0}],
     "sigmoid_loss": [{}],
     "mse_loss": [{}],
@@ -70,6 +71,21 @@ def _hand_listmle(s, y, w):
     return loss, grad
 
 
+def _hand_unique_softmax(s, y, w, gain="exp2"):
+    # each item i against itself and the items of smaller label: p_i = e^s_i / z_i
+    n = len(s)
+    loss, grad = 0.0, [0.0] * n
+    for i in range(n):
+        lower = [j for j in range(n) if y[j] < y[i]]
+        a = w[i] * (2.0 ** y[i] - 1.0 if gain == "exp2" else y[i])
+        z = math.exp(s[i]) + sum(math.exp(s[j]) for j in lower)
+        loss -= a * (s[i] - math.log(z))
+        for j in [i] + lower:
+            grad[j] += a * math.exp(s[j]) / z
+        grad[i] -= a
+    return loss, grad
+
+
 def _hand_approx_ndcg(s, y, w, T=1.0, k=None):
     n = len(s)
     wg = [wi * (2.0 ** yi - 1.0) for wi, yi in zip(w, y)]
@@ -117,6 +133,35 @@ def test_hand_listmle(device, labels, with_weights):
     loss, grad = _run("listmle_loss", HAND_S, labels, device, **kw)
     assert loss == pytest.approx(want_loss, rel=1e-12)
     assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("labels", [HAND_Y, [1.0, 2.0, 1.0, 0.0], [2.0, 0.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+@pytest.mark.parametrize("with_weights", [False, True])
+@pytest.mark.parametrize("gain", ["exp2", "linear"])
+def test_hand_unique_softmax(device, labels, with_weights, gain):
+    w = HAND_W if with_weights else [1.0] * 4
+    want_loss, want_grad = _hand_unique_softmax(HAND_S, labels, w, gain)
+    kw = {"weights": w} if with_weights else {}
+    loss, grad = _run("unique_softmax_loss", HAND_S, labels, device, gain=gain, **kw)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+    if len(set(labels)) == 1:  # one label group: nobody competes
+        assert loss == 0.0 and grad == [0.0] * 4
+
+
+@pytest.mark.parametrize("n", [2, 127, 128, 129, 300])
+def test_hand_unique_softmax_many_groups_across_scan_tiles(device, n):
+    """Continuous labels (every item its own group) and lists across the gradient scan's
+    tiles of 128 items (CPU and CUDA): the hand formula, term by term."""
+    g = torch.Generator().manual_seed(n)
+    s = (torch.randn(n, generator=g, dtype=torch.float64) * 2).tolist()
+    y = (torch.rand(n, generator=g, dtype=torch.float64) * 3).tolist()
+    y[n // 2] = y[0]  # and one tie
+    w = (torch.rand(n, generator=g, dtype=torch.float64) + 0.5).tolist()
+    want_loss, want_grad = _hand_unique_softmax(s, y, w, "linear")
+    loss, grad = _run("unique_softmax_loss", s, y, device, gain="linear", weights=w)
+    assert loss == pytest.approx(want_loss, rel=1e-11)
+    assert grad == pytest.approx(want_grad, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize("T, k", [(1.0, None), (0.5, None), (3.0, 2), (0.5, 2), (1.0, 3)])
@@ -206,7 +251,8 @@ def test_all_zero_labels(device, case):
     want = getattr(reference, name)(s, y, offsets=off, reduction="none", **opts)
     loss.sum().backward()
     torch.testing.assert_close(loss, want)
-    if name in ("softmax_loss", "approx_ndcg_loss"):  # no target mass / IDCG = 0: exactly 0
+    if name in ("softmax_loss", "unique_softmax_loss", "approx_ndcg_loss"):
+        # no target mass / every G(y) = 0 / IDCG = 0: exactly 0
         assert loss.abs().sum().item() == 0.0 and torch.count_nonzero(s.grad) == 0
     assert torch.isfinite(s.grad).all()
 
@@ -598,6 +644,8 @@ def _raw_op_args(name, opts):
         return (opts.get("label_norm", False),)
     if name == "listmle_loss":
         return ()
+    if name == "unique_softmax_loss":
+        return (opts.get("gain", "exp2"),)
     if name == "approx_ndcg_loss":
         return (opts.get("temperature", 1.0), opts.get("k"), opts.get("gain", "exp2"))
     return None
@@ -670,11 +718,14 @@ def test_opcheck(device, requires_grad, dtype):
     torch.library.opcheck(ops.softmax_loss.default, (s, y, off, None, True, requires_grad))
     torch.library.opcheck(ops.listmle_loss.default, (s, y, off, w, requires_grad))
     torch.library.opcheck(ops.listmle_loss.default, (s, y, off, None, requires_grad))
+    torch.library.opcheck(ops.unique_softmax_loss.default, (s, y, off, w, "exp2", requires_grad))
+    torch.library.opcheck(ops.unique_softmax_loss.default, (s, y, off, None, "linear", requires_grad))
     torch.library.opcheck(ops.approx_ndcg_loss.default, (s, y, off, w, 1.0, None, "exp2", requires_grad))
     torch.library.opcheck(ops.approx_ndcg_loss.default, (s, y, off, None, 0.5, 2, "linear", requires_grad))
     grad = torch.rand(4, dtype=dtype, device=device)
     item = torch.rand(10, dtype=dtype, device=device)
-    for name in ("softmax_loss_backward", "listmle_loss_backward", "approx_ndcg_loss_backward"):
+    for name in ("softmax_loss_backward", "listmle_loss_backward", "unique_softmax_loss_backward",
+                 "approx_ndcg_loss_backward"):
         torch.library.opcheck(getattr(ops, name).default, (grad, item, off))
 
 
@@ -770,6 +821,8 @@ def test_bad_input(name, change, error, match):
         ("approx_ndcg_loss", dict(k=1.5), TypeError, "k must be an int"),
         ("approx_ndcg_loss", dict(gain="log"), ValueError, "gain must be one of"),
         ("softmax_loss", dict(label_norm="yes"), TypeError, "label_norm must be a bool"),
+        ("unique_softmax_loss", dict(gain="log"), ValueError, "gain must be one of"),
+        ("unique_softmax_loss", dict(temperature=1.0), TypeError, "temperature"),
     ],
 )
 def test_bad_options(name, opts, error, match):
@@ -796,6 +849,10 @@ def test_direct_op_call_checks_in_cpp():
         torch.ops.rankops.approx_ndcg_loss(s, y, torch.tensor([0, 6]), None, -1.0, None, "exp2", False)
     with pytest.raises(RuntimeError, match="gain must be"):
         torch.ops.rankops.approx_ndcg_loss(s, y, torch.tensor([0, 6]), None, 1.0, None, "x", False)
+    with pytest.raises(RuntimeError, match="gain must be"):
+        torch.ops.rankops.unique_softmax_loss(s, y, torch.tensor([0, 6]), None, "x", False)
+    with pytest.raises(RuntimeError, match="offsets must end at N"):
+        torch.ops.rankops.unique_softmax_loss(s, y, torch.tensor([0, 3, 5]), None, "exp2", False)
 
 
 # --------------------------------------------------------------------------------------
@@ -806,6 +863,7 @@ def test_nn_modules_match_functions(device):
     nn = rankops.nn
     pairs = [(nn.SoftmaxLoss(label_norm=True), rankops.softmax_loss, dict(label_norm=True)),
              (nn.ListMLELoss(), rankops.listmle_loss, {}),
+             (nn.UniqueSoftmaxLoss(gain="linear"), rankops.unique_softmax_loss, dict(gain="linear")),
              (nn.ApproxNDCGLoss(k=3, temperature=0.5), rankops.approx_ndcg_loss, dict(k=3, temperature=0.5)),
              (nn.SigmoidLoss(reduction="sum"), rankops.sigmoid_loss, dict(reduction="sum")),
              (nn.MSELoss(), rankops.mse_loss, {})]
@@ -820,6 +878,7 @@ FUNCTIONALS = {
     "ndcg2": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2", **kw),
     "ndcg2pp": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2pp", **kw),
     "softmax": rankops.softmax_loss, "listmle": rankops.listmle_loss,
+    "unique_softmax": rankops.unique_softmax_loss,
     "approx_ndcg": rankops.approx_ndcg_loss, "sigmoid": rankops.sigmoid_loss, "mse": rankops.mse_loss,
 }
 TAKES_K = {"lambdarank", "ndcg2", "ndcg2pp", "approx_ndcg"}

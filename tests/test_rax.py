@@ -273,6 +273,17 @@ def test_listmle(device, ties, layout):
 
 
 @TIES
+@pytest.mark.parametrize("gain", ["exp2", "linear"])
+@pytest.mark.parametrize("with_weights", [False, True], ids=["", "weights"])
+def test_unique_softmax(device, ties, gain, with_weights, layout):
+    lists = random_lists(10, ties)
+    got = ours(rankops.unique_softmax_loss, lists, device, with_weights=with_weights, layout=layout,
+               gain=gain)
+    want = theirs(rax.unique_softmax_loss, lists, with_weights=with_weights, **RAX_GAIN[gain])
+    assert_agree(got, want)
+
+
+@TIES
 @pytest.mark.parametrize("temperature", [1.0, 0.25])
 @pytest.mark.parametrize("with_weights", [False, True], ids=["", "weights"])
 def test_approx_ndcg(device, ties, temperature, with_weights):

@@ -20,6 +20,7 @@ KERNEL_LOSSES = {
     "hinge": rankops.pairwise_hinge_loss,
     "softmax": rankops.softmax_loss,
     "listmle": rankops.listmle_loss,
+    "unique_softmax": rankops.unique_softmax_loss,
     "approx_ndcg": rankops.approx_ndcg_loss,
 }
 
@@ -109,6 +110,7 @@ def test_kernel_autograd_runs_no_python(name, device):
                   (s, y, off, None, "hinge", "none", 1.0, 1.0, None, 5.0, "exp2", True)),
         "softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, True)),
         "listmle": (torch.ops.rankops.listmle_loss, (s, y, off, None, True)),
+        "unique_softmax": (torch.ops.rankops.unique_softmax_loss, (s, y, off, None, "exp2", True)),
         "approx_ndcg": (torch.ops.rankops.approx_ndcg_loss, (s, y, off, None, 1.0, None, "exp2", True)),
     }[name]
     watched = (os.path.dirname(rankops.__file__), os.path.join(os.path.dirname(torch.__file__), "_library"))
@@ -265,7 +267,8 @@ def test_non_finite_weights_are_an_error(bad, packing):
     s, y, off = torch.randn(6), torch.tensor([0.0, 1, 2, 0, 1, 2]), torch.tensor([0, 3, 6])
     w = torch.ones(6)
     w[4] = bad
-    for name in ("ranknet", "lambdarank", "softmax", "listmle", "approx_ndcg", "mse", "sigmoid"):
+    for name in ("ranknet", "lambdarank", "softmax", "listmle", "unique_softmax", "approx_ndcg", "mse",
+                 "sigmoid"):
         with pytest.raises(ValueError, match="weights must be finite"):
             getattr(rankops, f"{name}_loss")(s, y, offsets=off, weights=w)
     # padded: only valid items are checked, padding may hold anything
@@ -287,6 +290,7 @@ def test_unvalidated_bad_offsets_raise_or_stay_in_bounds(device):
     bad = torch.tensor([0, 9, 3, 10_000], device=device)
     calls = [lambda: torch.autograd.grad(rankops.softmax_loss(s, y, offsets=bad, validate=False), s),
              lambda: torch.autograd.grad(rankops.listmle_loss(s, y, offsets=bad, validate=False), s),
+             lambda: torch.autograd.grad(rankops.unique_softmax_loss(s, y, offsets=bad, validate=False), s),
              lambda: torch.autograd.grad(rankops.approx_ndcg_loss(s, y, offsets=bad, validate=False), s),
              lambda: tuple(rankops.metrics.evaluate(s.detach(), y, offsets=bad, validate=False,
                                                     metrics=["ndcg@3", "map"]).values())]
@@ -309,12 +313,15 @@ def test_exp2_gain_labels_must_not_overflow():
     for call in (lambda: rankops.lambdarank_loss(s, y),
                  lambda: rankops.lambdaloss(s, y),
                  lambda: rankops.approx_ndcg_loss(s, y),
+                 lambda: rankops.unique_softmax_loss(s, y),
+                 lambda: rankops.nn.CombinedLoss({"ranknet": 1.0, "unique_softmax": 1.0})(s, y),
                  lambda: rankops.nn.CombinedLoss({"ranknet": 1.0, "lambdarank": 1.0})(s, y),
                  lambda: rankops.metrics.dcg(s, y)):
         with pytest.raises(ValueError, match="labels must be <= 64 with gain='exp2'"):
             call()
     # no exp2 gain, or float64 (bound 512): fine and finite
     assert torch.isfinite(rankops.lambdarank_loss(s, y, gain="linear"))
+    assert torch.isfinite(rankops.unique_softmax_loss(s, y, gain="linear"))
     assert torch.isfinite(rankops.ranknet_loss(s, y))
     assert torch.isfinite(rankops.nn.CombinedLoss({"ranknet": 1.0, "softmax": 1.0})(s, y))
     assert torch.isfinite(rankops.lambdarank_loss(s.double(), y))

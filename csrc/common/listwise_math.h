@@ -15,6 +15,16 @@
 //                loss = -sum_{i: r_i <= k} w_i G(y_i) D(r_i) / IDCG@k,
 //                d loss / d s_m = (1/T) sum_{j != m} sigmoid'((s_j - s_m) / T) (a_j - a_m),
 //                a_i = d loss / d r_i = -w_i G(y_i) D'(r_i) / IDCG@k (0 beyond k).
+//   unique softmax (Zhu & Klabjan 2020): with a_i = w_i G(y_i) and lower_i = log sum over
+//                the list's items j with y_j < y_i of exp(s_j) (-inf: none),
+//                loss = sum_i a_i log(1 + exp(lower_i - s_i)) = -sum_i a_i log p_i,
+//                p_i = e^{s_i} / (e^{s_i} + e^{lower_i});
+//                d loss / d s_i = -a_i (1 - p_i) + sum_{k: y_k > y_i} a_k e^{s_i} / (e^{s_k} + e^{lower_k}).
+//                Items in order of label descending, label groups h = 0, 1, ...; U_h =
+//                log sum over groups >= h of exp(s) (a suffix log-sum-exp read at the group's
+//                first item). The second sum is e^{s_i - U_h} Q_h with
+//                Q_h = Q_{h-1} e^{U_h - U_{h-1}} + C_{h-1}, Q_0 = 0, C_g = sum_{k in g} a_k (1 - p_k):
+//                every exponent <= 0 and Q_h <= sum a, so no max-shift enters the gradient.
 #pragma once
 #include <cmath>
 
@@ -107,6 +117,77 @@ RANKOPS_HD void approx_ndcg_item(T weighted_gain, T rank, T k, T inv_idcg, T& va
   value = weighted_gain * ln2 / ln1p;  // w G / log2(1 + r)
   // D'(r) = -ln2 / ((1 + r) ln(1 + r)^2)
   dloss_drank = weighted_gain * inv_idcg * ln2 / ((T(1) + rank) * ln1p * ln1p);
+}
+
+// e^(a - b) for a <= b, with e^(a - b) = 1 where a == b (also both -inf or both +inf:
+// the limit every caller here wants, where a - b would be NaN).
+template <typename T>
+RANKOPS_HD T exp_of_difference(T a, T b) {
+  return math::exp_nonpositive(a == b ? T(0) : a - b);
+}
+
+// log(1 + e^x) without overflow or cancellation.
+template <typename T>
+RANKOPS_HD T softplus(T x) {
+  if (x > T(0)) return x + math::log1p_unit(math::exp_nonpositive(-x));
+  return math::log1p_unit(math::exp_nonpositive(x));
+}
+
+// Unique softmax, one item: a = w G(y), s its score, lower = log sum exp(s_j) over the
+// items with a smaller label, has_lower = whether there are any (their scores may be
+// -inf). term = a log(1 + e^(lower - s)) = -a log p, miss = a (1 - p) = a sigmoid(lower - s).
+// An item of the lowest label group is alone in its softmax: p = 1, term = miss = 0.
+template <typename T>
+RANKOPS_HD void unique_softmax_item(T a, T s, T lower, bool has_lower, T& term, T& miss) {
+  if (!has_lower || a == T(0)) {
+    term = T(0);
+    miss = T(0);
+    return;
+  }
+  const T z = lower - s;
+  term = a * softplus(z);
+  T sig, one_minus_sig;
+  sigmoid_pair(z, sig, one_minus_sig);
+  miss = a * sig;
+}
+
+// The unique softmax gradient's recurrence over label groups as a scan over items (the
+// CUDA kernel composes these in parallel, the CPU in sequence): the state (Q, C), Q the
+// carried sum of the current group and C the sum of a (1 - p) over its items so far, maps
+// to (alpha Q + beta C + gamma, delta C + eps). At a group's first item (decay =
+// e^{U_h - U_{h-1}}; 1 for the first group): Q' = decay Q + C, C' = miss. At any other
+// item: Q' = Q, C' = C + miss. Q after an item's map is the Q_h of its group. Maps of
+// this form are closed under composition.
+template <typename T>
+struct GroupScanMap {
+  T alpha, beta, gamma, delta, eps;
+};
+
+template <typename T>
+RANKOPS_HD GroupScanMap<T> group_scan_identity() {
+  return GroupScanMap<T>{T(1), T(0), T(0), T(1), T(0)};
+}
+
+template <typename T>
+RANKOPS_HD GroupScanMap<T> group_scan_item(bool group_start, T decay, T miss) {
+  return group_start ? GroupScanMap<T>{decay, T(1), T(0), T(0), miss}
+                     : GroupScanMap<T>{T(1), T(0), T(0), T(1), miss};
+}
+
+// first, then second.
+template <typename T>
+RANKOPS_HD GroupScanMap<T> compose(const GroupScanMap<T>& first, const GroupScanMap<T>& second) {
+  return GroupScanMap<T>{second.alpha * first.alpha,
+                         second.alpha * first.beta + second.beta * first.delta,
+                         second.alpha * first.gamma + second.beta * first.eps + second.gamma,
+                         second.delta * first.delta, second.delta * first.eps + second.eps};
+}
+
+// The gradient of an item of group h: -a (1 - p) + e^{s - U_h} Q_h; q = the gamma of the
+// composed map (the state starts at (0, 0)).
+template <typename T>
+RANKOPS_HD T unique_softmax_grad(T miss, T s, T group_lse, T q) {
+  return q * exp_of_difference(s, group_lse) - miss;
 }
 
 }  // namespace rankops

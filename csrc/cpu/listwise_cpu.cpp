@@ -1,4 +1,5 @@
-// CPU kernels of the listwise family: softmax (ListNet), ListMLE, ApproxNDCG.
+// CPU kernels of the listwise family: softmax (ListNet), ListMLE, unique softmax,
+// ApproxNDCG.
 //
 // Each op returns (loss [B], item_grad [N] or [0]): the per-list loss and d loss_b / d s_i
 // fused into the same pass; the *_backward ops scale item_grad by the incoming per-list
@@ -9,6 +10,9 @@
 //                 suffix log-sum-exps L_k through the suffix max (vector exps and logs
 //                 around two cheap serial scans; the log-add-exp scan of listwise_math.h
 //                 where a score is infinite or NaN) and a forward scan for the gradient;
+//  * unique_softmax: ListMLE's label sort and suffix log-sum-exps, then one backward pass
+//                 for the loss (each item's lower sum is the suffix at the next label
+//                 group) and a forward scan over label groups for the gradient;
 //  * approx_ndcg: two O(n^2) pair passes, each unordered pair evaluated once per pass
 //                 (row i = the earlier item updates itself and, through a column buffer,
 //                 the later item j): smooth ranks first, then the gradient. Long lists
@@ -135,6 +139,27 @@ void suffix_log_sum_exp(const T* __restrict rs, int64_t n, T* __restrict lse, T*
   for (int64_t r = 0; r < n; ++r) lse[r] += math::log_at_least_one(e[r]);
 }
 
+// Scores in some order, rs, relative to their max (in place: the losses use differences
+// only; finite after the shift, except that scores FLT_MAX apart overflow to -inf there),
+// and their suffix log-sum-exps lse[r] = log sum_{m >= r} exp(rs_m). e, f: scratch of n.
+template <typename T>
+void shifted_suffix_log_sum_exp(T* rs, int64_t n, T* lse, T* e, T* f) {
+  T max_score = -T(INFINITY);
+  for (int64_t r = 0; r < n; ++r) max_score = rs[r] > max_score ? rs[r] : max_score;
+  const T shift = finite_shift(max_score);
+  bool finite = true;
+  for (int64_t r = 0; r < n; ++r) {
+    rs[r] -= shift;
+    finite = finite && rs[r] - rs[r] == T(0);
+  }
+  if (finite) {
+    suffix_log_sum_exp(rs, n, lse, e, f);
+  } else {  // +-inf or NaN scores: the log-add-exp scan takes their limits
+    lse[n - 1] = rs[n - 1];
+    for (int64_t r = n - 2; r >= 0; --r) lse[r] = log_add_exp(rs[r], lse[r + 1]);
+  }
+}
+
 // The gradient's exps: decay[r] = exp(L_r - L_{r-1}) (0 for r = 0: R_0 = w_0 even where
 // L_0 is infinite) and share[r] = exp(s_r - L_r).
 template <typename T>
@@ -171,27 +196,12 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       lse.resize(n);
       e.resize(n);
       f.resize(n);
-      T max_score = -T(INFINITY);
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = start + order[r];
         rs[r] = static_cast<T>(s_in[i]);
         rw[r] = w_in ? w_in[i] : T(1);
-        max_score = rs[r] > max_score ? rs[r] : max_score;
       }
-      // scores relative to the list's max: the loss and gradient use differences only.
-      // Finite after the shift (scores FLT_MAX apart overflow to -inf there).
-      const T shift = finite_shift(max_score);
-      bool finite = true;
-      for (int64_t r = 0; r < n; ++r) {
-        rs[r] -= shift;
-        finite = finite && rs[r] - rs[r] == T(0);
-      }
-      if (finite) {
-        suffix_log_sum_exp(rs.data(), n, lse.data(), e.data(), f.data());
-      } else {  // +-inf or NaN scores: the log-add-exp scan takes their limits
-        lse[n - 1] = rs[n - 1];
-        for (int64_t r = n - 2; r >= 0; --r) lse[r] = log_add_exp(rs[r], lse[r + 1]);
-      }
+      shifted_suffix_log_sum_exp(rs.data(), n, lse.data(), e.data(), f.data());
       T total = 0;
       for (int64_t r = 0; r < n; ++r) total += rw[r] * (lse[r] - rs[r]);
       loss_out[b] = total;
@@ -203,6 +213,83 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       for (int64_t r = 0; r < n; ++r) {
         R = R * e[r] + rw[r];
         grad_out[start + order[r]] = R * f[r] - rw[r];
+      }
+    }
+  });
+}
+
+// ---- unique softmax ---------------------------------------------------------------
+
+// Items per tile of the gradient's group scan: the CPU composes each tile's maps from the
+// identity and then onto the carry of the tiles before, as the CUDA block does with its
+// tiles of kThreads items, so the CPU tests run the composition the GPU relies on.
+constexpr int64_t kGroupScanTile = 128;
+
+template <typename scalar_t, typename T>
+void unique_softmax_kernel(const at::Tensor& scores, const at::Tensor& labels,
+                           const at::Tensor& weights, const at::Tensor& offsets, Gain gain,
+                           at::Tensor& loss, at::Tensor& item_grad) {
+  const int64_t B = offsets.size(0) - 1;
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const scalar_t* s_in = scores.data_ptr<scalar_t>();
+  const T* y_in = labels.data_ptr<T>();
+  const T* w_in = weights.defined() ? weights.data_ptr<T>() : nullptr;
+  T* loss_out = loss.data_ptr<T>();
+  T* grad_out = item_grad.numel() > 0 ? item_grad.data_ptr<T>() : nullptr;
+  run_by_cost(linear_costs(off, B), [&](int64_t b0, int64_t b1) {
+    cpu::StableRankOrder<T> label_order;
+    std::vector<int64_t> order;
+    std::vector<T> rs, ry, ra, lse, e, f;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t start = off[b], n = off[b + 1] - start;
+      if (n < 2) continue;  // one item is alone in its softmax: 0
+      order.resize(n);
+      label_order(n, [&](int64_t i) { return y_in[start + i]; }, order.data());
+      rs.resize(n);
+      ry.resize(n);
+      ra.resize(n);
+      lse.resize(n);
+      e.resize(n);
+      f.resize(n);
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t i = start + order[r];
+        rs[r] = static_cast<T>(s_in[i]);
+        ry[r] = y_in[i];
+        ra[r] = (w_in ? w_in[i] : T(1)) * gain_of(y_in[i], gain);
+      }
+      shifted_suffix_log_sum_exp(rs.data(), n, lse.data(), e.data(), f.data());
+      // lower of the item at r = lse at the next group's first item; an item has lower
+      // items unless its label is the list's smallest (the last one in this order).
+      // e becomes miss = a (1 - p).
+      T total = 0;
+      int64_t next_group = n;
+      for (int64_t r = n - 1; r >= 0; --r) {
+        if (r + 1 < n && ry[r + 1] != ry[r]) next_group = r + 1;
+        const bool has_lower = next_group < n;
+        T term, miss;
+        unique_softmax_item(ra[r], rs[r], has_lower ? lse[next_group] : -T(INFINITY), has_lower,
+                            term, miss);
+        total += term;
+        e[r] = miss;
+      }
+      loss_out[b] = total;
+      if (!grad_out) continue;
+      GroupScanMap<T> carry = group_scan_identity<T>(), tile = carry;
+      int64_t group = 0, previous_group = 0;
+      for (int64_t r = 0; r < n; ++r) {
+        if (r % kGroupScanTile == 0) {
+          carry = compose(carry, tile);
+          tile = group_scan_identity<T>();
+        }
+        const bool first = r == 0 || ry[r] != ry[r - 1];
+        if (first) {
+          previous_group = group;
+          group = r;
+        }
+        const T decay = first && r > 0 ? exp_of_difference(lse[r], lse[previous_group]) : T(1);
+        tile = compose(tile, group_scan_item(first, decay, e[r]));
+        const T q = compose(carry, tile).gamma;
+        grad_out[start + order[r]] = unique_softmax_grad(e[r], rs[r], lse[group], q);
       }
     }
   });
@@ -504,6 +591,24 @@ std::tuple<at::Tensor, at::Tensor> listmle_loss_cpu(const at::Tensor& scores,
   return {p.loss, p.item_grad};
 }
 
+std::tuple<at::Tensor, at::Tensor> unique_softmax_loss_cpu(const at::Tensor& scores,
+                                                           const at::Tensor& labels,
+                                                           const at::Tensor& offsets,
+                                                           const c10::optional<at::Tensor>& weights,
+                                                           c10::string_view gain,
+                                                           bool compute_grad) {
+  const Gain g = parse_gain(std::string(gain));
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "unique_softmax_loss_cpu", [&] {
+                                    using T = at::opmath_type<scalar_t>;
+                                    unique_softmax_kernel<scalar_t, T>(p.scores, p.labels,
+                                                                       p.weights, p.offsets, g,
+                                                                       p.loss, p.item_grad);
+                                  });
+  return {p.loss, p.item_grad};
+}
+
 std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cpu(
     const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
     const c10::optional<at::Tensor>& weights, double temperature, c10::optional<int64_t> k,
@@ -527,6 +632,8 @@ TORCH_LIBRARY_IMPL(rankops, CPU, m) {
   m.impl("softmax_loss_backward", &scale_item_grad_cpu);
   m.impl("listmle_loss", &listmle_loss_cpu);
   m.impl("listmle_loss_backward", &scale_item_grad_cpu);
+  m.impl("unique_softmax_loss", &unique_softmax_loss_cpu);
+  m.impl("unique_softmax_loss_backward", &scale_item_grad_cpu);
   m.impl("approx_ndcg_loss", &approx_ndcg_loss_cpu);
   m.impl("approx_ndcg_loss_backward", &scale_item_grad_cpu);
 }

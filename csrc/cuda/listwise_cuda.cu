@@ -1,5 +1,6 @@
-// CUDA kernels of the listwise family: softmax (ListNet), ListMLE, ApproxNDCG. Same outputs
-// as csrc/cpu/listwise_cpu.cpp, same per-item / per-pair math (csrc/common/listwise_math.h).
+// CUDA kernels of the listwise family: softmax (ListNet), ListMLE, unique softmax,
+// ApproxNDCG. Same outputs as csrc/cpu/listwise_cpu.cpp, same per-item / per-pair math
+// (csrc/common/listwise_math.h).
 //
 //  * softmax:     a block per list: block max, sum of exp and target mass, then loss and
 //                 gradient in one more pass.
@@ -7,6 +8,9 @@
 //                 each list's order by label; then a block per list runs the reverse
 //                 log-add-exp scan (L_k) and the forward affine scan (R_k) with cub::BlockScan,
 //                 tile by tile, carrying the aggregate between tiles.
+//  * unique_softmax: ListMLE's sort and reverse scan, then a block per list runs a
+//                 reverse pass (loss; a min scan finds each item's next label group) and a
+//                 forward scan of GroupScanMaps (gradient), tile by tile.
 //  * approx_ndcg: a segmented sort of w*G for the ideal DCG@k; then two owner-computes pair
 //                 kernels on a (list, owner slot) grid: the thread that owns item i sums over
 //                 all partners j itself (smooth rank, then gradient), partners staged through
@@ -55,9 +59,13 @@ struct LogAddExpOp {
   template <typename T>
   __device__ __forceinline__ T operator()(const T& a, const T& b) const { return log_add_exp(a, b); }
 };
-struct ComposeOp {
+struct MinOp {
   template <typename T>
-  __device__ __forceinline__ Affine<T> operator()(const Affine<T>& a, const Affine<T>& b) const {
+  __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a < b ? a : b; }
+};
+struct ComposeOp {  // Affine (ListMLE) and GroupScanMap (unique softmax)
+  template <typename Map>
+  __device__ __forceinline__ Map operator()(const Map& a, const Map& b) const {
     return compose(a, b);
   }
 };
@@ -197,6 +205,119 @@ __global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restri
   }
   total = Reduce(tmp.r).Reduce(total, SumOp());
   if (threadIdx.x == 0) loss[b] = total;
+}
+
+// ---- unique softmax ---------------------------------------------------------------
+
+// A block per list, its items in label order (the ListMLE sort: `labels` sorted
+// descending, `perm` the items): lse[p] = log sum_{m >= p} exp(s - shift) by ListMLE's
+// reverse scan; then a reverse pass for the loss, each item's lower sum being lse at the
+// next label group's first item (a min scan of group ends); then a forward pass for the
+// gradient: the start of each item's group by a max scan, and Q_h by a scan of the
+// GroupScanMaps of listwise_math.h. miss: scratch [N].
+template <typename scalar_t, typename T>
+__global__ void unique_softmax_kernel(const scalar_t* __restrict__ s,
+                                      const T* __restrict__ labels, const T* __restrict__ w,
+                                      Gain gain, const int64_t* __restrict__ perm,
+                                      const int64_t* __restrict__ off, T* __restrict__ lse,
+                                      T* __restrict__ miss, T* __restrict__ loss,
+                                      T* __restrict__ grad) {
+  using ScanL = cub::BlockScan<T, kThreads>;
+  using ScanI = cub::BlockScan<int64_t, kThreads>;
+  using ScanG = cub::BlockScan<GroupScanMap<T>, kThreads>;
+  using Reduce = cub::BlockReduce<T, kThreads>;
+  __shared__ union {
+    typename ScanL::TempStorage l;
+    typename ScanI::TempStorage i;
+    typename ScanG::TempStorage g;
+    typename Reduce::TempStorage r;
+  } tmp;
+  __shared__ T shared;
+  const int64_t b = blockIdx.x;
+  const int64_t start = off[b], n = off[b + 1] - start;
+  if (n < 2) return;  // one item is alone in its softmax: 0 (the same for the whole block)
+  const T* y = labels + start;
+
+  T max_score = -T(INFINITY);
+  for (int64_t i = start + threadIdx.x; i < start + n; i += kThreads) {
+    const T si = static_cast<T>(s[i]);
+    max_score = si > max_score ? si : max_score;
+  }
+  const T shift = finite_shift(block_all_reduce(max_score, MaxOp(), tmp.r, shared));
+
+  // lse over q = n-1-p, tile by tile from the end (as listmle_kernel)
+  T carry = -T(INFINITY);
+  for (int64_t tile = 0; tile < n; tile += kThreads) {
+    const int64_t q = tile + threadIdx.x;
+    const int64_t p = n - 1 - q;
+    const T v = q < n ? static_cast<T>(s[perm[start + p]]) - shift : -T(INFINITY);
+    T out, aggregate;
+    ScanL(tmp.l).InclusiveScan(v, out, LogAddExpOp(), aggregate);
+    if (q < n) lse[start + p] = log_add_exp(carry, out);
+    carry = log_add_exp(carry, aggregate);
+    __syncthreads();
+  }
+  // (the barrier above also makes every lse written visible to the whole block)
+
+  // loss: next = the first position of the next label group (n: none), the min over
+  // positions >= p of (p' + 1 where p' ends a group)
+  int64_t next_carry = n;
+  T total = 0;
+  for (int64_t tile = 0; tile < n; tile += kThreads) {
+    const int64_t q = tile + threadIdx.x;
+    const int64_t p = n - 1 - q;
+    const int64_t key = (q < n && p + 1 < n && y[p + 1] != y[p]) ? p + 1 : n;
+    int64_t out, aggregate;
+    ScanI(tmp.i).InclusiveScan(key, out, MinOp(), aggregate);
+    const int64_t next = out < next_carry ? out : next_carry;
+    next_carry = aggregate < next_carry ? aggregate : next_carry;
+    if (q < n) {
+      const int64_t item = perm[start + p];
+      const bool has_lower = next < n;
+      T term, m;
+      unique_softmax_item((w ? w[item] : T(1)) * gain_of(y[p], gain),
+                          static_cast<T>(s[item]) - shift,
+                          has_lower ? lse[start + next] : -T(INFINITY), has_lower, term, m);
+      total += term;
+      miss[start + p] = m;
+    }
+    __syncthreads();
+  }
+  total = Reduce(tmp.r).Reduce(total, SumOp());
+  if (threadIdx.x == 0) loss[b] = total;
+  if (!grad) return;
+  __syncthreads();  // tmp reused; every miss written visible
+
+  // gradient: before = the first position of the group of p - 1 (-1 for p = 0)
+  int64_t group_carry = -1;
+  GroupScanMap<T> carry_map = group_scan_identity<T>();
+  for (int64_t tile = 0; tile < n; tile += kThreads) {
+    const int64_t r = tile + threadIdx.x;
+    const bool first = r < n && (r == 0 || y[r] != y[r - 1]);
+    int64_t before, group_aggregate;
+    ScanI(tmp.i).ExclusiveScan(first ? r : int64_t(-1), before, group_carry, MaxOp(),
+                               group_aggregate);
+    group_carry = group_aggregate > group_carry ? group_aggregate : group_carry;
+    __syncthreads();  // tmp reused by the map scan
+    GroupScanMap<T> v = group_scan_identity<T>();
+    T sr = 0, m = 0;
+    int64_t item = 0;
+    const int64_t group = first ? r : before;
+    if (r < n) {
+      item = perm[start + r];
+      sr = static_cast<T>(s[item]) - shift;
+      m = miss[start + r];
+      const T decay =
+          first && r > 0 ? exp_of_difference(lse[start + r], lse[start + before]) : T(1);
+      v = group_scan_item(first, decay, m);
+    }
+    GroupScanMap<T> out, aggregate;
+    ScanG(tmp.g).InclusiveScan(v, out, ComposeOp(), aggregate);
+    const GroupScanMap<T> upto = compose(carry_map, out);
+    if (r < n) grad[item] = unique_softmax_grad(m, sr, lse[start + group], upto.gamma);
+    carry_map = compose(carry_map, aggregate);
+    __syncthreads();
+  }
 }
 
 // ---- ApproxNDCG -------------------------------------------------------------------
@@ -428,6 +549,42 @@ std::tuple<at::Tensor, at::Tensor> listmle_loss_cuda(const at::Tensor& scores,
   return {p.loss, p.item_grad};
 }
 
+std::tuple<at::Tensor, at::Tensor> unique_softmax_loss_cuda(const at::Tensor& scores,
+                                                            const at::Tensor& labels,
+                                                            const at::Tensor& offsets,
+                                                            const c10::optional<at::Tensor>& weights,
+                                                            c10::string_view gain,
+                                                            bool compute_grad) {
+  const Gain g = parse_gain(std::string(gain));
+  const c10::cuda::CUDAGuard guard(scores.device());
+  auto p = prepare(scores, labels, offsets, weights, compute_grad);
+  const int64_t B = p.offsets.size(0) - 1, N = p.scores.size(0);
+  if (B == 0 || N == 0) return {p.loss, p.item_grad};
+  TORCH_CHECK(B <= INT_MAX, "rankops: more than 2^31 - 1 lists in one CUDA call");
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
+                                  "unique_softmax_loss_cuda", [&] {
+    using T = at::opmath_type<scalar_t>;
+    auto keys = at::empty_like(p.labels);
+    auto keys_sorted = at::empty_like(p.labels);
+    auto index = at::empty({N}, p.offsets.options());
+    auto perm = at::empty({N}, p.offsets.options());
+    label_keys_kernel<T><<<elementwise_blocks(N), 256, 0, stream>>>(
+        p.labels.data_ptr<T>(), N, keys.data_ptr<T>(), index.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    segmented_sort_desc<T, int64_t>(keys, keys_sorted, index.data_ptr<int64_t>(),
+                                    perm.data_ptr<int64_t>(), p.offsets, stream);
+    auto lse = at::empty_like(p.labels);
+    auto miss = at::empty_like(p.labels);
+    unique_softmax_kernel<scalar_t, T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
+        p.scores.data_ptr<scalar_t>(), keys_sorted.data_ptr<T>(), ptr_or_null<T>(p.weights), g,
+        perm.data_ptr<int64_t>(), p.offsets.data_ptr<int64_t>(), lse.data_ptr<T>(),
+        miss.data_ptr<T>(), p.loss.data_ptr<T>(), grad_ptr<T>(p.item_grad));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {p.loss, p.item_grad};
+}
+
 std::tuple<at::Tensor, at::Tensor> approx_ndcg_loss_cuda(
     const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& offsets,
     const c10::optional<at::Tensor>& weights, double temperature, c10::optional<int64_t> k,
@@ -486,6 +643,8 @@ TORCH_LIBRARY_IMPL(rankops, CUDA, m) {
   m.impl("softmax_loss_backward", &scale_item_grad_cuda);
   m.impl("listmle_loss", &listmle_loss_cuda);
   m.impl("listmle_loss_backward", &scale_item_grad_cuda);
+  m.impl("unique_softmax_loss", &unique_softmax_loss_cuda);
+  m.impl("unique_softmax_loss_backward", &scale_item_grad_cuda);
   m.impl("approx_ndcg_loss", &approx_ndcg_loss_cuda);
   m.impl("approx_ndcg_loss_backward", &scale_item_grad_cuda);
 }
