@@ -72,13 +72,20 @@ struct LossFunction : public torch::autograd::Function<LossFunction<Op>> {
     // through another input (weights, from a direct op call) gets none.
     if (!ctx->needs_input_grad(0)) return grad_inputs;
     const auto saved = ctx->get_saved_variables();
+    const at::Tensor scores = ctx->saved_data["scores"].toTensor();
+    // Checked here, on the host, for every device: the CUDA *_backward kernels cannot read
+    // offsets[-1] without a sync, and an empty item_grad there would surface only as
+    // autograd's shape mismatch.
+    TORCH_CHECK(saved[0].size(0) == scores.size(0),
+                "rankops: this loss was computed with compute_grad=False, so it has no "
+                "gradient to give; call the op with compute_grad=True (the rankops.* "
+                "functions do whenever scores require grad)");
     at::Tensor grad_scores;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       grad_scores = backward_op.call(grad_outputs[0], saved[0], saved[1])
                         .to(ctx->saved_data["scores_dtype"].toScalarType());
     }
-    const at::Tensor scores = ctx->saved_data["scores"].toTensor();
     if (at::GradMode::is_enabled() && scores.requires_grad()) {  // create_graph=True
       grad_scores = NoDoubleBackward::apply(grad_scores, scores);
     }

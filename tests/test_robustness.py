@@ -477,3 +477,27 @@ def test_compiled_autograd(name, loss_compiled, device):
     torch.testing.assert_close(got, want)
     for g, p in zip(grads, model.parameters()):
         torch.testing.assert_close(g, p.grad)
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_LOSSES))
+def test_backward_of_an_op_run_without_its_gradient_is_a_clear_error(name, device):
+    """A direct op call with compute_grad=False keeps no item gradient: its backward says
+    so on every device (checked on the host; the CUDA kernel cannot read offsets[-1])."""
+    s, y, off = (t.to(device) for t in _batch())
+    s.requires_grad_()
+    ops = torch.ops.rankops
+    loss = {
+        "ranknet": lambda: ops.pairwise_loss(s, y, off, None, "logistic", "none", 1.0, 1.0, None, 5.0,
+                                             "exp2", False),
+        "lambdarank": lambda: ops.pairwise_loss(s, y, off, None, "logistic", "ndcg", 1.0, 1.0, None,
+                                                5.0, "exp2", False),
+        "hinge": lambda: ops.pairwise_loss(s, y, off, None, "hinge", "none", 1.0, 1.0, None, 5.0,
+                                           "exp2", False),
+        "softmax": lambda: ops.softmax_loss(s, y, off, None, False, False),
+        "listmle": lambda: ops.listmle_loss(s, y, off, None, False),
+        "unique_softmax": lambda: ops.unique_softmax_loss(s, y, off, None, "exp2", False),
+        "approx_ndcg": lambda: ops.approx_ndcg_loss(s, y, off, None, 1.0, None, "exp2", False),
+    }[name]()[0]
+    assert loss.requires_grad
+    with pytest.raises(RuntimeError, match="computed with compute_grad=False"):
+        loss.sum().backward()
