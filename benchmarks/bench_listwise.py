@@ -1,6 +1,6 @@
-"""Benchmark: rankops's listwise kernels (softmax, ListMLE, unique softmax, ApproxNDCG) and
-pointwise losses vs rankops.reference (padded PyTorch; the references of ApproxNDCG and of
-unique softmax build [B, L, L], as Rax does).
+"""Benchmark: rankops's listwise kernels (softmax and poly-1 softmax, ListMLE, unique softmax,
+ApproxNDCG) and pointwise losses vs rankops.reference (padded PyTorch; the references of
+ApproxNDCG and of unique softmax build [B, L, L], as Rax does).
 
 For every shape and loss: check that rankops and the reference agree, then time forward +
 backward (median of repeats after a warm-up; CUDA events on GPU), measure the peak extra
@@ -32,6 +32,7 @@ from rankops import reference  # noqa: E402
 
 LOSSES = {
     "softmax": ("softmax_loss", {}),
+    "poly-1 softmax": ("poly1_softmax_loss", {}),
     "ListMLE": ("listmle_loss", {}),
     "unique softmax": ("unique_softmax_loss", {}),
     "ApproxNDCG": ("approx_ndcg_loss", {}),
@@ -62,7 +63,8 @@ def shapes(device, quick):
 
 def cases(device, quick):
     for shape, lengths in shapes(device, quick).items():
-        for loss in ("softmax", "ListMLE", "unique softmax", "ApproxNDCG", "sigmoid", "MSE"):
+        for loss in ("softmax", "poly-1 softmax", "ListMLE", "unique softmax", "ApproxNDCG", "sigmoid",
+                     "MSE"):
             yield shape, lengths, loss
         if max(lengths) >= 4096:
             yield shape, lengths, "ApproxNDCG@10"

@@ -43,6 +43,7 @@ def rax_losses():
                        functools.partial(rax.pairwise_logistic_loss, lambdaweight_fn=ndcg_weight),
                        lambda L: float(L)),
         "softmax": (rankops.softmax_loss, rax.softmax_loss, lambda L: 1.0),
+        "poly-1 softmax": (rankops.poly1_softmax_loss, rax.poly1_softmax_loss, lambda L: 1.0),
         "ListMLE": (rankops.listmle_loss, rax.listmle_loss, lambda L: 1.0),
         "unique softmax": (rankops.unique_softmax_loss, rax.unique_softmax_loss, lambda L: 1.0),
         "ApproxNDCG": (rankops.approx_ndcg_loss,

@@ -35,6 +35,7 @@ LOSSES: Dict[str, tuple] = {
     "lambdarank": ("LambdaRank (NDCG)", lambda m: m.lambdarank_loss),
     "ndcg2pp": ("LambdaLoss NDCG-Loss2++", lambda m: lambda s, y, **kw: m.lambdaloss(s, y, variant="ndcg2pp", **kw)),
     "softmax": ("softmax (ListNet)", lambda m: m.softmax_loss),
+    "poly1_softmax": ("poly-1 softmax (ε = 1)", lambda m: m.poly1_softmax_loss),
     "listmle": ("ListMLE", lambda m: m.listmle_loss),
     "unique_softmax": ("unique softmax", lambda m: m.unique_softmax_loss),
     "approx_ndcg": ("ApproxNDCG", lambda m: m.approx_ndcg_loss),

@@ -13,6 +13,7 @@ the dtype of ``scores``.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -20,11 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import segments
-from ._common import (GAINS, REDUCTIONS, check_choice, check_k, check_kernel_autograd,
+from ._common import (GAINS, REDUCTIONS, check_choice, check_float, check_k, check_kernel_autograd,
                       check_positive, exp2_label_bounds, reduce)
 from ._ops import ops
 
-__all__ = ["softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
+__all__ = ["softmax_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
            "mse_loss"]
 
 
@@ -49,14 +50,21 @@ def _reduce_lists(loss: Tensor, lists: segments.PackedLists, reduction: str) -> 
 
 # ---- packed implementations (also used by rankops.nn.CombinedLoss) -------------------
 
-def _softmax_packed(lists, *, label_norm=False, reduction="mean"):
+def _softmax_packed(lists, *, label_norm=False, reduction="mean", epsilon=0.0):
     check_choice("reduction", reduction, REDUCTIONS)
     if not isinstance(label_norm, bool):
         raise TypeError(f"label_norm must be a bool, got {type(label_norm).__name__}")
+    epsilon = check_float("epsilon", epsilon)
+    if not math.isfinite(epsilon):
+        raise ValueError(f"epsilon must be finite, got {epsilon}")
     check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     loss, _ = ops.softmax_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
-                               label_norm, _compute_grad(lists))
+                               label_norm, epsilon, _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
+
+
+def _poly1_softmax_packed(lists, *, epsilon=1.0, label_norm=False, reduction="mean"):
+    return _softmax_packed(lists, label_norm=label_norm, reduction=reduction, epsilon=epsilon)
 
 
 def _listmle_packed(lists, *, reduction="mean"):
@@ -163,6 +171,36 @@ def softmax_loss(
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
     return _softmax_packed(lists, label_norm=label_norm, reduction=reduction)
+
+
+def poly1_softmax_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    epsilon: float = 1.0,
+    label_norm: bool = False,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""Poly-1 softmax (Leng et al., *PolyLoss*, ICLR 2022; Rax's ``poly1_softmax_loss``):
+    the softmax loss plus the first polynomial term of its expansion,
+
+    ``loss = softmax_loss + epsilon * (1 - sum_i q_i softmax(s)_i)``, ``q_i = t_i / sum_j |t_j|``,
+
+    with ``t = w y`` and the softmax part as :func:`softmax_loss` (``label_norm`` applies
+    to it only; q is always the normalised target, as in Rax). ``epsilon > 0`` pushes
+    harder on lists whose relevant items the softmax already ranks well; ``epsilon = 0``
+    is the softmax loss. A list whose targets are all 0 gives 0 (Rax: a uniform q, so a
+    constant ``epsilon (1 - 1/n)``). One fused pass per list, no ``[L, L]``.
+    ``reduction="mean"`` divides by the number of non-empty lists.
+    """
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _poly1_softmax_packed(lists, epsilon=epsilon, label_norm=label_norm, reduction=reduction)
 
 
 def listmle_loss(

@@ -72,12 +72,17 @@ from . import listwise as _listwise  # noqa: E402
 from ._common import exp2_label_bounds  # noqa: E402
 from . import segments as _segments  # noqa: E402
 
-__all__ += ["SoftmaxLoss", "ListMLELoss", "UniqueSoftmaxLoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
+__all__ += ["SoftmaxLoss", "Poly1SoftmaxLoss", "ListMLELoss", "UniqueSoftmaxLoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
 
 
 class SoftmaxLoss(_ListLoss):
     """:func:`rankops.softmax_loss` (``label_norm``)."""
     _fn = staticmethod(_listwise.softmax_loss)
+
+
+class Poly1SoftmaxLoss(_ListLoss):
+    """:func:`rankops.poly1_softmax_loss` (``epsilon``, ``label_norm``)."""
+    _fn = staticmethod(_listwise.poly1_softmax_loss)
 
 
 class ListMLELoss(_ListLoss):
@@ -119,6 +124,7 @@ _COMBINABLE = {
     "ndcg2pp": (_pairwise, dict(pair_fn="logistic", weight="ndcg2pp"), ("sigma", "k", "mu", "gain"),
                 _pairwise_exp2),
     "softmax": (_listwise._softmax_packed, {}, ("label_norm",), None),
+    "poly1_softmax": (_listwise._poly1_softmax_packed, {}, ("epsilon", "label_norm"), None),
     "listmle": (_listwise._listmle_packed, {}, (), None),
     "unique_softmax": (_listwise._unique_softmax_packed, {}, ("gain",),
                        _listwise._approx_ndcg_takes_exp2_gain),
@@ -144,7 +150,7 @@ class CombinedLoss(nn.Module):
     """Several losses, weighted and summed: ``sum_name weight_name * loss_name(scores, labels)``.
 
     ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
-    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
+    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"poly1_softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
     ``"mse"``; also the functions' names, with or without ``_loss``: ``"ranknet_loss"``,
     ``"pairwise_hinge"``, ``"pairwise_soft_zero_one_loss"``, ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
     options of that loss alone; bad options fail at construction.

@@ -453,7 +453,7 @@ def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):
 # sum with a very negative score (exp() of it is exactly 0) rather than -inf, so no
 # backward formula meets inf - inf.
 
-__all__ += ["softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
+__all__ += ["softmax_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
             "mse_loss"]
 
 
@@ -478,6 +478,25 @@ def softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group
     log_p = torch.log_softmax(torch.where(valid, S, _very_negative(S)), dim=1)
     per_list = -torch.where(valid, t * log_p, torch.zeros_like(log_p)).sum(1)
     return reduce(per_list, reduction, _listwise_mean_count(valid))
+
+
+def poly1_softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                       weights=None, epsilon=1.0, label_norm=False, reduction="mean"):
+    """Reference of :func:`rankops.poly1_softmax_loss`: the softmax loss plus
+    ``epsilon * (1 - sum_i q_i softmax(s)_i)``, q = t / sum |t|; 0 for a list with t = 0."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    epsilon = check_float("epsilon", epsilon)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    t = torch.where(valid, W * Y, torch.zeros_like(S))
+    total = t.abs().sum(1, keepdim=True)
+    has_target = total > 0
+    q = t / torch.where(has_target, total, torch.ones_like(total))
+    log_p = torch.log_softmax(torch.where(valid, S, _very_negative(S)), dim=1)
+    pt = torch.where(valid, q * log_p.exp(), torch.zeros_like(log_p)).sum(1)
+    poly = torch.where(has_target.squeeze(1), epsilon * (1 - pt), torch.zeros_like(pt))
+    ce = softmax_loss(S, Y, mask=valid, weights=W, label_norm=label_norm, reduction="none")
+    return reduce(ce + poly, reduction, _listwise_mean_count(valid))
 
 
 def listmle_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,

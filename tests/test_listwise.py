@@ -8,12 +8,13 @@ import rankops
 from rankops import reference
 from lists import EDGE_LENGTHS, assert_close_per_list, random_batch, random_masked
 
-LISTWISE = ["softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss"]
+LISTWISE = ["softmax_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss"]
 POINTWISE = ["sigmoid_loss", "mse_loss"]
 ALL = LISTWISE + POINTWISE
 # option sets exercised for every loss
 OPTIONS = {
     "softmax_loss": [{}, {"label_norm": True}],
+    "poly1_softmax_loss": [{}, {"epsilon": -0.5, "label_norm": True}, {"epsilon": 3.0}],
     "listmle_loss": [{}],
     "unique_softmax_loss": [{}, {"gain": "linear"}],
     "approx_ndcg_loss": [{}, {"temperature": 0.5}, {"k": 3}, {"k": 10, "gain": "linear", "temperature": 2.0}],
@@ -56,6 +57,18 @@ def _hand_softmax(s, y, w, label_norm):
     loss = -sum(ti * (si - lse) for ti, si in zip(t, s))
     grad = [sum(t) * math.exp(si - lse) - ti for ti, si in zip(t, s)]
     return loss, grad
+
+
+def _hand_poly1_softmax(s, y, w, epsilon, label_norm):
+    loss, grad = _hand_softmax(s, y, w, label_norm)
+    t = [wi * yi for wi, yi in zip(w, y)]
+    q = [ti / sum(abs(v) for v in t) for ti in t]
+    z = sum(math.exp(v) for v in s)
+    p = [math.exp(v) / z for v in s]
+    pt = sum(qi * pi for qi, pi in zip(q, p))
+    # d pt / d s_i = p_i (q_i - pt)
+    return (loss + epsilon * (1 - pt),
+            [g - epsilon * pi * (qi - pt) for g, pi, qi in zip(grad, p, q)])
 
 
 def _hand_listmle(s, y, w):
@@ -122,6 +135,21 @@ def test_hand_softmax(device, label_norm, with_weights):
     loss, grad = _run("softmax_loss", HAND_S, HAND_Y, device, label_norm=label_norm, **kw)
     assert loss == pytest.approx(want_loss, rel=1e-12)
     assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("epsilon", [1.0, -0.7, 0.0])
+@pytest.mark.parametrize("label_norm", [False, True])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_hand_poly1_softmax(device, epsilon, label_norm, with_weights):
+    w = HAND_W if with_weights else [1.0] * 4
+    want_loss, want_grad = _hand_poly1_softmax(HAND_S, HAND_Y, w, epsilon, label_norm)
+    kw = {"weights": w} if with_weights else {}
+    loss, grad = _run("poly1_softmax_loss", HAND_S, HAND_Y, device, epsilon=epsilon,
+                      label_norm=label_norm, **kw)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+    if epsilon == 0.0:  # exactly the softmax loss, bit for bit
+        assert (loss, grad) == _run("softmax_loss", HAND_S, HAND_Y, device, label_norm=label_norm, **kw)
 
 
 @pytest.mark.parametrize("labels", [HAND_Y, [1.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
@@ -251,7 +279,7 @@ def test_all_zero_labels(device, case):
     want = getattr(reference, name)(s, y, offsets=off, reduction="none", **opts)
     loss.sum().backward()
     torch.testing.assert_close(loss, want)
-    if name in ("softmax_loss", "unique_softmax_loss", "approx_ndcg_loss"):
+    if name in ("softmax_loss", "poly1_softmax_loss", "unique_softmax_loss", "approx_ndcg_loss"):
         # no target mass / every G(y) = 0 / IDCG = 0: exactly 0
         assert loss.abs().sum().item() == 0.0 and torch.count_nonzero(s.grad) == 0
     assert torch.isfinite(s.grad).all()
@@ -641,7 +669,9 @@ def test_deterministic_and_thread_count_independent(name):
 def _raw_op_args(name, opts):
     """The options of the op behind a kernel loss, in its schema's order (None: no op)."""
     if name == "softmax_loss":
-        return (opts.get("label_norm", False),)
+        return (opts.get("label_norm", False), 0.0)
+    if name == "poly1_softmax_loss":
+        return None  # the softmax op with poly_epsilon; its own options differ
     if name == "listmle_loss":
         return ()
     if name == "unique_softmax_loss":
@@ -714,8 +744,9 @@ def test_opcheck(device, requires_grad, dtype):
     s, y, off, w = random_batch([3, 0, 6, 1], device=device, dtype=dtype, weights=True)
     s.requires_grad_(requires_grad)
     ops = torch.ops.rankops
-    torch.library.opcheck(ops.softmax_loss.default, (s, y, off, w, False, requires_grad))
-    torch.library.opcheck(ops.softmax_loss.default, (s, y, off, None, True, requires_grad))
+    torch.library.opcheck(ops.softmax_loss.default, (s, y, off, w, False, 0.0, requires_grad))
+    torch.library.opcheck(ops.softmax_loss.default, (s, y, off, None, True, 0.0, requires_grad))
+    torch.library.opcheck(ops.softmax_loss.default, (s, y, off, w, False, 1.5, requires_grad))
     torch.library.opcheck(ops.listmle_loss.default, (s, y, off, w, requires_grad))
     torch.library.opcheck(ops.listmle_loss.default, (s, y, off, None, requires_grad))
     torch.library.opcheck(ops.unique_softmax_loss.default, (s, y, off, w, "exp2", requires_grad))
@@ -822,6 +853,9 @@ def test_bad_input(name, change, error, match):
         ("approx_ndcg_loss", dict(gain="log"), ValueError, "gain must be one of"),
         ("softmax_loss", dict(label_norm="yes"), TypeError, "label_norm must be a bool"),
         ("unique_softmax_loss", dict(gain="log"), ValueError, "gain must be one of"),
+        ("poly1_softmax_loss", dict(epsilon="big"), TypeError, "epsilon must be a number"),
+        ("poly1_softmax_loss", dict(epsilon=float("inf")), ValueError, "epsilon must be finite"),
+        ("poly1_softmax_loss", dict(label_norm=1), TypeError, "label_norm must be a bool"),
         ("unique_softmax_loss", dict(temperature=1.0), TypeError, "temperature"),
     ],
 )
@@ -844,7 +878,9 @@ def test_cuda_device_mismatch(name):
 def test_direct_op_call_checks_in_cpp():
     s, y, _ = _ok()
     with pytest.raises(RuntimeError, match="offsets must end at N"):
-        torch.ops.rankops.softmax_loss(s, y, torch.tensor([0, 3, 5]), None, False, False)
+        torch.ops.rankops.softmax_loss(s, y, torch.tensor([0, 3, 5]), None, False, 0.0, False)
+    with pytest.raises(RuntimeError, match="epsilon must be finite"):
+        torch.ops.rankops.softmax_loss(s, y, torch.tensor([0, 6]), None, False, float("nan"), False)
     with pytest.raises(RuntimeError, match="temperature must be > 0"):
         torch.ops.rankops.approx_ndcg_loss(s, y, torch.tensor([0, 6]), None, -1.0, None, "exp2", False)
     with pytest.raises(RuntimeError, match="gain must be"):
@@ -862,6 +898,7 @@ def test_nn_modules_match_functions(device):
     s, y, off = random_batch([4, 7], device=device)
     nn = rankops.nn
     pairs = [(nn.SoftmaxLoss(label_norm=True), rankops.softmax_loss, dict(label_norm=True)),
+             (nn.Poly1SoftmaxLoss(epsilon=2.0), rankops.poly1_softmax_loss, dict(epsilon=2.0)),
              (nn.ListMLELoss(), rankops.listmle_loss, {}),
              (nn.UniqueSoftmaxLoss(gain="linear"), rankops.unique_softmax_loss, dict(gain="linear")),
              (nn.ApproxNDCGLoss(k=3, temperature=0.5), rankops.approx_ndcg_loss, dict(k=3, temperature=0.5)),
@@ -878,6 +915,7 @@ FUNCTIONALS = {
     "ndcg2": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2", **kw),
     "ndcg2pp": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2pp", **kw),
     "softmax": rankops.softmax_loss, "listmle": rankops.listmle_loss,
+    "poly1_softmax": rankops.poly1_softmax_loss,
     "unique_softmax": rankops.unique_softmax_loss,
     "approx_ndcg": rankops.approx_ndcg_loss, "sigmoid": rankops.sigmoid_loss, "mse": rankops.mse_loss,
 }

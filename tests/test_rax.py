@@ -16,8 +16,8 @@ Conventions that differ, mapped here rather than hidden (README, docs/decisions.
   * Rax's ``dcg2_lambdaweight`` with ``topn`` follows Jagerman et al. 2022; rankops's k
     keeps the pairs with an item ranked <= k. NDCG-Loss2 is compared without k.
   * A single-item list's ApproxNDCG is 0 in rankops (DESIGN §3), -1 in Rax (its NDCG).
-  * ``softmax_loss(label_norm=True)`` of a list with no positive label: 0 in rankops, a
-    uniform target in Rax's ``normalize_probabilities``.
+  * ``softmax_loss(label_norm=True)`` and ``poly1_softmax_loss`` of a list with no
+    positive label: 0 in rankops, a uniform target in Rax's ``normalize_probabilities``.
 
 Two Rax gradients are wrong at exact ties, so there the gradient is checked against
 central finite differences of the (smooth) loss instead:
@@ -242,6 +242,11 @@ def test_documented_differences(device):
     uniform = float(np.mean(np.log(np.exp(s).sum()) - s))
     assert got[0].tolist() == [0.0]
     np.testing.assert_allclose(want[0], [uniform], rtol=1e-12)
+    # poly-1 with no positive label: 0 here, epsilon (1 - 1/n) in Rax (uniform target)
+    got = ours(rankops.poly1_softmax_loss, [(s, y, s)], device, epsilon=2.0)
+    want = theirs(rax.poly1_softmax_loss, [(s, y, s)], epsilon=2.0)
+    assert got[0].tolist() == [0.0]
+    np.testing.assert_allclose(want[0], [2.0 * (1 - 1 / 3)], rtol=1e-12)
     # lambda weights with item weights: Rax's |w_i G_i - w_j G_j| differs from |G_i - G_j|
     lists = random_lists(11, False)[4:]
     got = ours(rankops.lambdarank_loss, lists, device, with_weights=True)
@@ -257,6 +262,20 @@ def test_softmax_label_norm(device, ties):
              for s, y, w in random_lists(6, ties)]
     got = ours(rankops.softmax_loss, lists, device, label_norm=True)
     want = theirs(rax.softmax_loss, lists, label_fn=rax.utils.normalize_probabilities)
+    assert_agree(got, want)
+
+
+@TIES
+@pytest.mark.parametrize("epsilon", [1.0, -0.5, 4.0])
+@pytest.mark.parametrize("with_weights", [False, True], ids=["", "weights"])
+def test_poly1_softmax(device, ties, epsilon, with_weights, layout):
+    # every list has a positive label (a list without one: 0 here, Rax's uniform target
+    # gives the constant epsilon (1 - 1/n); test_documented_differences)
+    lists = [(s, np.maximum(y, (np.arange(len(y)) == 0).astype(float)), w)
+             for s, y, w in random_lists(12, ties)]
+    got = ours(rankops.poly1_softmax_loss, lists, device, with_weights=with_weights, layout=layout,
+               epsilon=epsilon)
+    want = theirs(rax.poly1_softmax_loss, lists, with_weights=with_weights, epsilon=epsilon)
     assert_agree(got, want)
 
 

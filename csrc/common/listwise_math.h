@@ -2,7 +2,9 @@
 // CPU loops and the CUDA kernels.
 //
 //   softmax:     loss = sum_i t_i (lse(s) - s_i),  t_i = w_i y_i (label_norm: / sum |t|),
-//                d loss / d s_i = (sum t) softmax(s)_i - t_i.
+//                d loss / d s_i = (sum t) softmax(s)_i - t_i;
+//                poly-1 adds epsilon (1 - pt), pt = sum_i q_i p_i, q = t / sum |t|, p = softmax(s),
+//                whose gradient is -epsilon p_i (q_i - pt).
 //   listmle:     with pi the order by label descending (ties by position),
 //                L_k = log sum_{m >= k} exp(s_{pi_m})  (a reverse log-add-exp scan; the
 //                CPU takes lists of finite scores through their suffix max instead),
@@ -55,6 +57,28 @@ RANKOPS_HD bool softmax_target_factors(T t_sum, T t_abs_sum, bool label_norm, T&
   scale = label_norm ? T(1) / t_abs_sum : T(1);
   mass = t_sum * scale;
   return true;
+}
+
+// The gradient of item i of the softmax loss (with its poly-1 term when epsilon != 0):
+// mass p - scale t - epsilon p (t / t_abs_sum - pt), p = softmax(s)_i.
+template <typename T>
+RANKOPS_HD T softmax_item_grad(T p, T t, T scale, T mass, T epsilon, T inv_abs_sum, T pt) {
+  const T grad = mass * p - t * scale;
+  return epsilon == T(0) ? grad : grad - epsilon * p * (t * inv_abs_sum - pt);
+}
+
+// Poly-1's pt from sum t p: a division, not a product with 1 / sum |t|, so that a single
+// item (p = 1) gets pt = t / |t| = +-1 exactly and its poly-1 value is exact.
+template <typename T>
+RANKOPS_HD T poly1_mass(T tp_sum, T t_abs_sum) {
+  return tp_sum / t_abs_sum;
+}
+
+// The epsilon of poly-1's gradient: 0 for a single item, whose gradient is exactly 0
+// (q = pt), where q - pt would otherwise round (or, contracted into an FMA, not cancel).
+template <typename T>
+RANKOPS_HD T poly1_grad_epsilon(T epsilon, int64_t n) {
+  return n > 1 ? epsilon : T(0);
 }
 
 // -log softmax(s)_i = lse - s_i with lse = m + log_sumexp (m the list's max), taken as

@@ -5,7 +5,8 @@
 // fused into the same pass; the *_backward ops scale item_grad by the incoming per-list
 // gradient (list_grad.h). Memory is O(N); every sum runs in a fixed order that depends
 // only on the list sizes, so results do not depend on the number of threads.
-//  * softmax:     per list, a max, a sum of exp and one pass for loss and gradient;
+//  * softmax:     per list, a max, a sum of exp and one pass for loss and gradient (poly-1:
+//                 one more sum, of q p, before it);
 //  * listmle:     per list, a stable sort by label (a radix sort beyond 64 items), the
 //                 suffix log-sum-exps L_k through the suffix max (vector exps and logs
 //                 around two cheap serial scans; the log-add-exp scan of listwise_math.h
@@ -66,8 +67,9 @@ std::vector<double> linear_costs(const int64_t* off, int64_t B) {
 
 template <typename scalar_t, typename T>
 void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& weights,
-                    const at::Tensor& offsets, bool label_norm, at::Tensor& loss,
-                    at::Tensor& item_grad) {
+                    const at::Tensor& offsets, bool label_norm, double poly_epsilon,
+                    at::Tensor& loss, at::Tensor& item_grad) {
+  const T epsilon = static_cast<T>(poly_epsilon);
   const int64_t B = offsets.size(0) - 1;
   const int64_t* off = offsets.data_ptr<int64_t>();
   const scalar_t* s_in = scores.data_ptr<scalar_t>();
@@ -92,22 +94,32 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       }
       T scale, mass;
       if (!softmax_target_factors(tsum, tabs, label_norm, scale, mass)) continue;
-      const T* sp = s.data();
+      T* sp = s.data();
       const T* tp = t.data();
       T sumexp = 0;
 #pragma omp simd reduction(+ : sumexp)
       for (int64_t i = 0; i < n; ++i) sumexp += math::exp_nonpositive(sp[i] - m);
       const T log_sumexp = std::log(sumexp);
       T total = 0;
-#pragma omp simd reduction(+ : total)
-      for (int64_t i = 0; i < n; ++i) total += tp[i] * softmax_neg_log_prob(sp[i], m, log_sumexp);
-      loss_out[b] = total * scale;
+      // the scores become p = softmax(s) (one exp per item, for the gradient), and poly-1's
+      // pt = sum q p with q = t / sum |t| comes with the loss (unused when epsilon = 0)
+      T pt = 0;
+#pragma omp simd reduction(+ : total, pt)
+      for (int64_t i = 0; i < n; ++i) {
+        const T neg_log_p = softmax_neg_log_prob(sp[i], m, log_sumexp);
+        total += tp[i] * neg_log_p;
+        sp[i] = math::exp_nonpositive(-neg_log_p);
+        pt += tp[i] * sp[i];
+      }
+      pt = poly1_mass(pt, tabs);
+      loss_out[b] = total * scale + (epsilon != T(0) ? epsilon * (T(1) - pt) : T(0));
       if (!grad_out) continue;
       T* g = grad_out + start;
+      const T grad_epsilon = poly1_grad_epsilon(epsilon, n);
+      const T inv_abs = T(1) / tabs;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i)
-        g[i] = mass * math::exp_nonpositive(-softmax_neg_log_prob(sp[i], m, log_sumexp)) -
-               tp[i] * scale;
+        g[i] = softmax_item_grad(sp[i], tp[i], scale, mass, grad_epsilon, inv_abs, pt);
     }
   });
 }
@@ -564,14 +576,16 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cpu(const at::Tensor& scores,
                                                     const at::Tensor& labels,
                                                     const at::Tensor& offsets,
                                                     const c10::optional<at::Tensor>& weights,
-                                                    bool label_norm, bool compute_grad) {
+                                                    bool label_norm, double poly_epsilon,
+                                                    bool compute_grad) {
+  TORCH_CHECK(std::isfinite(poly_epsilon), "rankops: epsilon must be finite, got ", poly_epsilon);
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
                                   "softmax_loss_cpu", [&] {
                                     using T = at::opmath_type<scalar_t>;
                                     softmax_kernel<scalar_t, T>(p.scores, p.labels, p.weights,
-                                                                p.offsets, label_norm, p.loss,
-                                                                p.item_grad);
+                                                                p.offsets, label_norm,
+                                                                poly_epsilon, p.loss, p.item_grad);
                                   });
   return {p.loss, p.item_grad};
 }

@@ -3,7 +3,7 @@
 // (csrc/common/listwise_math.h).
 //
 //  * softmax:     a block per list: block max, sum of exp and target mass, then loss and
-//                 gradient in one more pass.
+//                 gradient in one more pass (poly-1: a block sum of q p before it).
 //  * listmle:     one cub segmented radix sort (stable: label ties keep input order) gives
 //                 each list's order by label; then a block per list runs the reverse
 //                 log-add-exp scan (L_k) and the forward affine scan (R_k) with cub::BlockScan,
@@ -40,7 +40,8 @@
 namespace rankops {
 namespace {
 
-constexpr int kThreads = 128;      // softmax / listmle: threads of the block that owns a list
+// softmax, listmle, unique softmax: threads of the block that owns a list
+constexpr int kThreads = 128;
 constexpr int kPairThreads = 256;  // approx_ndcg: owners per block
 // approx_ndcg: blocks per list (grid.y) = enough blocks for ~8 per multiprocessor over the
 // batch, at most kMaxOwnerSlots (one list of 65,536 items has 256 owner chunks); long
@@ -88,7 +89,8 @@ __device__ __forceinline__ T block_all_reduce(T v, Op op,
 template <typename scalar_t, typename T>
 __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restrict__ y,
                                const T* __restrict__ w, const int64_t* __restrict__ off,
-                               bool label_norm, T* __restrict__ loss, T* __restrict__ grad) {
+                               bool label_norm, T epsilon, T* __restrict__ loss,
+                               T* __restrict__ grad) {
   using Reduce = cub::BlockReduce<T, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ T shared;
@@ -113,16 +115,30 @@ __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restri
     sumexp += math::exp_nonpositive(static_cast<T>(s[i]) - m);
   sumexp = block_all_reduce(sumexp, SumOp(), tmp, shared);
   const T log_sumexp = log(sumexp);
+  // poly-1: pt = sum q p with q = t / sum |t| (epsilon is the same for the whole block)
+  const T inv_abs = T(1) / tabs;
+  T pt = 0;
+  if (epsilon != T(0)) {
+    for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
+      const T ti = y[i] * (w ? w[i] : T(1));
+      pt += ti * math::exp_nonpositive(-softmax_neg_log_prob(static_cast<T>(s[i]), m, log_sumexp));
+    }
+    pt = poly1_mass(block_all_reduce(pt, SumOp(), tmp, shared), tabs);
+  }
+  const T grad_epsilon = poly1_grad_epsilon(epsilon, end - start);
   T total = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
     const T si = static_cast<T>(s[i]);
     const T ti = y[i] * (w ? w[i] : T(1));
     const T neg_log_p = softmax_neg_log_prob(si, m, log_sumexp);
     total += ti * neg_log_p;
-    if (grad) grad[i] = mass * math::exp_nonpositive(-neg_log_p) - ti * scale;
+    if (grad)
+      grad[i] = softmax_item_grad(math::exp_nonpositive(-neg_log_p), ti, scale, mass,
+                                  grad_epsilon, inv_abs, pt);
   }
   total = Reduce(tmp).Reduce(total, SumOp());
-  if (threadIdx.x == 0) loss[b] = total * scale;
+  if (threadIdx.x == 0)
+    loss[b] = total * scale + (epsilon != T(0) ? epsilon * (T(1) - pt) : T(0));
 }
 
 // ---- ListMLE ----------------------------------------------------------------------
@@ -498,7 +514,9 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cuda(const at::Tensor& scores,
                                                      const at::Tensor& labels,
                                                      const at::Tensor& offsets,
                                                      const c10::optional<at::Tensor>& weights,
-                                                     bool label_norm, bool compute_grad) {
+                                                     bool label_norm, double poly_epsilon,
+                                                     bool compute_grad) {
+  TORCH_CHECK(std::isfinite(poly_epsilon), "rankops: epsilon must be finite, got ", poly_epsilon);
   const c10::cuda::CUDAGuard guard(scores.device());
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   const int64_t B = p.offsets.size(0) - 1;
@@ -510,7 +528,8 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cuda(const at::Tensor& scores,
     using T = at::opmath_type<scalar_t>;
     softmax_kernel<scalar_t, T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
         p.scores.data_ptr<scalar_t>(), p.labels.data_ptr<T>(), ptr_or_null<T>(p.weights),
-        p.offsets.data_ptr<int64_t>(), label_norm, p.loss.data_ptr<T>(), grad_ptr<T>(p.item_grad));
+        p.offsets.data_ptr<int64_t>(), label_norm, static_cast<T>(poly_epsilon),
+        p.loss.data_ptr<T>(), grad_ptr<T>(p.item_grad));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {p.loss, p.item_grad};
