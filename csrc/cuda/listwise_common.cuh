@@ -23,6 +23,11 @@ namespace listwise_cuda {
 // per-list reductions)
 constexpr int kThreads = 128;
 
+template <typename T>
+using BlockReduceStorage = typename cub::BlockReduce<T, kThreads>::TempStorage;
+template <typename T>
+using BlockScanStorage = typename cub::BlockScan<T, kThreads>::TempStorage;
+
 struct SumOp {
   template <typename T>
   __device__ __forceinline__ T operator()(const T& a, const T& b) const { return a + b; }
@@ -48,8 +53,7 @@ struct ComposeOp {  // Affine (ListMLE) and GroupScanMap (unique softmax)
 
 // Block-wide reduction whose result every thread gets. Call from every thread.
 template <typename T, typename Op>
-__device__ __forceinline__ T block_all_reduce(T v, Op op,
-                                              typename cub::BlockReduce<T, kThreads>::TempStorage& tmp,
+__device__ __forceinline__ T block_all_reduce(T v, Op op, BlockReduceStorage<T>& tmp,
                                               T& shared) {
   T r = cub::BlockReduce<T, kThreads>(tmp).Reduce(v, op);
   if (threadIdx.x == 0) shared = r;

@@ -38,6 +38,8 @@ namespace rankops {
 namespace {
 
 using listwise_cuda::block_all_reduce;
+using listwise_cuda::BlockReduceStorage;
+using listwise_cuda::BlockScanStorage;
 using listwise_cuda::ComposeOp;
 using listwise_cuda::elementwise_blocks;
 using listwise_cuda::grad_ptr;
@@ -121,6 +123,37 @@ __global__ void label_keys_kernel(const T* __restrict__ y, int64_t n, T* __restr
   }
 }
 
+// A list's scores in label order, relative to their max (finite_shift: the losses use
+// differences only, and the scan's values stay near 0), and their suffix log-sum-exps
+// lse[start + p] = log sum_{m >= p} exp(s[perm[start + m]] - shift): a scan over
+// q = n-1-p, tile by tile from the end. Returns the shift. Call from every thread; ends
+// on a barrier, so every lse written is visible to the whole block.
+template <typename scalar_t, typename T>
+__device__ T shifted_suffix_log_sum_exp(const scalar_t* __restrict__ s,
+                                        const int64_t* __restrict__ perm, int64_t start,
+                                        int64_t n, T* __restrict__ lse,
+                                        BlockReduceStorage<T>& reduce, BlockScanStorage<T>& scan,
+                                        T& shared) {
+  T max_score = -T(INFINITY);
+  for (int64_t i = start + threadIdx.x; i < start + n; i += kThreads) {
+    const T si = static_cast<T>(s[i]);
+    max_score = si > max_score ? si : max_score;
+  }
+  const T shift = finite_shift(block_all_reduce(max_score, MaxOp(), reduce, shared));
+  T carry = -T(INFINITY);
+  for (int64_t tile = 0; tile < n; tile += kThreads) {
+    const int64_t q = tile + threadIdx.x;
+    const int64_t p = n - 1 - q;
+    const T v = q < n ? static_cast<T>(s[perm[start + p]]) - shift : -T(INFINITY);
+    T out, aggregate;
+    cub::BlockScan<T, kThreads>(scan).InclusiveScan(v, out, LogAddExpOp(), aggregate);
+    if (q < n) lse[start + p] = log_add_exp(carry, out);
+    carry = log_add_exp(carry, aggregate);
+    __syncthreads();
+  }
+  return shift;
+}
+
 template <typename scalar_t, typename T>
 __global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restrict__ w,
                                const int64_t* __restrict__ perm, const int64_t* __restrict__ off,
@@ -138,27 +171,7 @@ __global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restri
   const int64_t start = off[b], n = off[b + 1] - start;
   if (n == 0) return;
 
-  // scores relative to the list's max (finite_shift): the loss and gradient use
-  // differences only, and the scan's values stay near 0
-  T max_score = -T(INFINITY);
-  for (int64_t i = start + threadIdx.x; i < start + n; i += kThreads) {
-    const T si = static_cast<T>(s[i]);
-    max_score = si > max_score ? si : max_score;
-  }
-  const T shift = finite_shift(block_all_reduce(max_score, MaxOp(), tmp.r, shared));
-
-  // L_p = log sum_{m >= p} exp(s_{pi_m}): a scan over q = n-1-p, tile by tile from the end.
-  T carry = -T(INFINITY);
-  for (int64_t tile = 0; tile < n; tile += kThreads) {
-    const int64_t q = tile + threadIdx.x;
-    const int64_t p = n - 1 - q;
-    const T v = q < n ? static_cast<T>(s[perm[start + p]]) - shift : -T(INFINITY);
-    T out, aggregate;
-    ScanL(tmp.l).InclusiveScan(v, out, LogAddExpOp(), aggregate);
-    if (q < n) lse[start + p] = log_add_exp(carry, out);
-    carry = log_add_exp(carry, aggregate);
-    __syncthreads();
-  }
+  const T shift = shifted_suffix_log_sum_exp(s, perm, start, n, lse, tmp.r, tmp.l, shared);
 
   // R_r = R_{r-1} exp(L_r - L_{r-1}) + w_r as a scan of affine maps; the gradient of the
   // item at position r is R_r exp(s_r - L_r) - w_r.
@@ -220,26 +233,7 @@ __global__ void unique_softmax_kernel(const scalar_t* __restrict__ s,
   if (n < 2) return;  // one item is alone in its softmax: 0 (the same for the whole block)
   const T* y = labels + start;
 
-  T max_score = -T(INFINITY);
-  for (int64_t i = start + threadIdx.x; i < start + n; i += kThreads) {
-    const T si = static_cast<T>(s[i]);
-    max_score = si > max_score ? si : max_score;
-  }
-  const T shift = finite_shift(block_all_reduce(max_score, MaxOp(), tmp.r, shared));
-
-  // lse over q = n-1-p, tile by tile from the end (as listmle_kernel)
-  T carry = -T(INFINITY);
-  for (int64_t tile = 0; tile < n; tile += kThreads) {
-    const int64_t q = tile + threadIdx.x;
-    const int64_t p = n - 1 - q;
-    const T v = q < n ? static_cast<T>(s[perm[start + p]]) - shift : -T(INFINITY);
-    T out, aggregate;
-    ScanL(tmp.l).InclusiveScan(v, out, LogAddExpOp(), aggregate);
-    if (q < n) lse[start + p] = log_add_exp(carry, out);
-    carry = log_add_exp(carry, aggregate);
-    __syncthreads();
-  }
-  // (the barrier above also makes every lse written visible to the whole block)
+  const T shift = shifted_suffix_log_sum_exp(s, perm, start, n, lse, tmp.r, tmp.l, shared);
 
   // loss: next = the first position of the next label group (n: none), the min over
   // positions >= p of (p' + 1 where p' ends a group)
