@@ -25,7 +25,7 @@ from ._common import (GAINS, REDUCTIONS, check_choice, check_float, check_k, che
                       check_positive, exp2_label_bounds, reduce)
 from ._ops import ops
 
-__all__ = ["softmax_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
+__all__ = ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
            "mse_loss"]
 
 
@@ -61,6 +61,26 @@ def _softmax_packed(lists, *, label_norm=False, reduction="mean", epsilon=0.0):
     loss, _ = ops.softmax_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
                                label_norm, epsilon, _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
+
+
+def _label_softmax(lists: segments.PackedLists) -> Tensor:
+    """softmax(y) within each list of the packed labels, in the scores' accumulation dtype:
+    ListNet's top-one target distribution. O(N), no host sync (traceable, capturable)."""
+    acc = torch.float64 if lists.scores.dtype == torch.float64 else torch.float32
+    y = lists.labels.to(acc)
+    off = lists.offsets
+    n_lists = off.shape[0] - 1
+    lengths = off[1:] - off[:-1]
+    list_of_item = torch.repeat_interleave(torch.arange(n_lists, device=y.device), lengths,
+                                           output_size=y.shape[0])
+    y_max = torch.segment_reduce(y, "max", offsets=off, initial=0.0)
+    e = torch.exp(y - y_max[list_of_item])
+    return e / torch.segment_reduce(e, "sum", offsets=off, initial=0.0)[list_of_item]
+
+
+def _listnet_packed(lists, *, reduction="mean"):
+    lists = lists._replace(labels=_label_softmax(lists))
+    return _softmax_packed(lists, reduction=reduction)
 
 
 def _poly1_softmax_packed(lists, *, epsilon=1.0, label_norm=False, reduction="mean"):
@@ -171,6 +191,34 @@ def softmax_loss(
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
     return _softmax_packed(lists, label_norm=label_norm, reduction=reduction)
+
+
+def listnet_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""ListNet (Cao et al., ICML 2007) with its top-one probabilities: the cross-entropy
+    between ``softmax(y)`` and ``softmax(s)`` within each list,
+
+    ``loss = -sum_i w_i softmax(y)_i log softmax(s)_i``,
+
+    as allRank's ``listNet`` (without weights). Unlike :func:`softmax_loss` (targets
+    ``w y``, Rax's convention), every non-empty list has a target: a list whose labels are
+    all equal, all-0 lists included, has the uniform target and so pulls its scores
+    together. The targets are computed in O(N) over the packed lists, the loss and
+    gradient by the softmax kernel. ``reduction="mean"`` divides by the number of
+    non-empty lists.
+    """
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _listnet_packed(lists, reduction=reduction)
 
 
 def poly1_softmax_loss(

@@ -72,12 +72,17 @@ from . import listwise as _listwise  # noqa: E402
 from ._common import exp2_label_bounds  # noqa: E402
 from . import segments as _segments  # noqa: E402
 
-__all__ += ["SoftmaxLoss", "Poly1SoftmaxLoss", "ListMLELoss", "UniqueSoftmaxLoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
+__all__ += ["SoftmaxLoss", "ListNetLoss", "Poly1SoftmaxLoss", "ListMLELoss", "UniqueSoftmaxLoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
 
 
 class SoftmaxLoss(_ListLoss):
     """:func:`rankops.softmax_loss` (``label_norm``)."""
     _fn = staticmethod(_listwise.softmax_loss)
+
+
+class ListNetLoss(_ListLoss):
+    """:func:`rankops.listnet_loss`."""
+    _fn = staticmethod(_listwise.listnet_loss)
 
 
 class Poly1SoftmaxLoss(_ListLoss):
@@ -125,6 +130,7 @@ _COMBINABLE = {
                 _pairwise_exp2),
     "softmax": (_listwise._softmax_packed, {}, ("label_norm",), None),
     "poly1_softmax": (_listwise._poly1_softmax_packed, {}, ("epsilon", "label_norm"), None),
+    "listnet": (_listwise._listnet_packed, {}, (), None),
     "listmle": (_listwise._listmle_packed, {}, (), None),
     "unique_softmax": (_listwise._unique_softmax_packed, {}, ("gain",),
                        _listwise._approx_ndcg_takes_exp2_gain),
@@ -150,7 +156,7 @@ class CombinedLoss(nn.Module):
     """Several losses, weighted and summed: ``sum_name weight_name * loss_name(scores, labels)``.
 
     ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
-    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"poly1_softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
+    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listnet"``, ``"poly1_softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
     ``"mse"``; also the functions' names, with or without ``_loss``: ``"ranknet_loss"``,
     ``"pairwise_hinge"``, ``"pairwise_soft_zero_one_loss"``, ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
     options of that loss alone; bad options fail at construction.

@@ -453,7 +453,7 @@ def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):
 # sum with a very negative score (exp() of it is exactly 0) rather than -inf, so no
 # backward formula meets inf - inf.
 
-__all__ += ["softmax_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
+__all__ += ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
             "mse_loss"]
 
 
@@ -478,6 +478,19 @@ def softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group
     log_p = torch.log_softmax(torch.where(valid, S, _very_negative(S)), dim=1)
     per_list = -torch.where(valid, t * log_p, torch.zeros_like(log_p)).sum(1)
     return reduce(per_list, reduction, _listwise_mean_count(valid))
+
+
+def listnet_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                 weights=None, reduction="mean"):
+    """Reference of :func:`rankops.listnet_loss`: ``-sum_i w_i softmax(y)_i log softmax(s)_i``
+    (allRank's listNet, with item weights)."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    target = torch.softmax(torch.where(valid, Y, torch.full_like(Y, -math.inf)), dim=1)
+    log_p = torch.log_softmax(torch.where(valid, S, _very_negative(S)), dim=1)
+    terms = torch.where(valid, W * target * log_p, torch.zeros_like(log_p))
+    return reduce(-terms.sum(1), reduction, _listwise_mean_count(valid))
 
 
 def poly1_softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,

@@ -8,13 +8,14 @@ import rankops
 from rankops import reference
 from lists import EDGE_LENGTHS, assert_close_per_list, random_batch, random_masked
 
-LISTWISE = ["softmax_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss"]
+LISTWISE = ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss"]
 POINTWISE = ["sigmoid_loss", "mse_loss"]
 ALL = LISTWISE + POINTWISE
 # option sets exercised for every loss
 OPTIONS = {
     "softmax_loss": [{}, {"label_norm": True}],
     "poly1_softmax_loss": [{}, {"epsilon": -0.5, "label_norm": True}, {"epsilon": 3.0}],
+    "listnet_loss": [{}],
     "listmle_loss": [{}],
     "unique_softmax_loss": [{}, {"gain": "linear"}],
     "approx_ndcg_loss": [{}, {"temperature": 0.5}, {"k": 3}, {"k": 10, "gain": "linear", "temperature": 2.0}],
@@ -57,6 +58,15 @@ def _hand_softmax(s, y, w, label_norm):
     loss = -sum(ti * (si - lse) for ti, si in zip(t, s))
     grad = [sum(t) * math.exp(si - lse) - ti for ti, si in zip(t, s)]
     return loss, grad
+
+
+def _hand_listnet(s, y, w):
+    # allRank's listNet, with item weights: -sum w softmax(y) log softmax(s)
+    zy = sum(math.exp(v) for v in y)
+    zs = sum(math.exp(v) for v in s)
+    t = [wi * math.exp(yi) / zy for wi, yi in zip(w, y)]
+    loss = -sum(ti * (si - math.log(zs)) for ti, si in zip(t, s))
+    return loss, [sum(t) * math.exp(si) / zs - ti for ti, si in zip(t, s)]
 
 
 def _hand_poly1_softmax(s, y, w, epsilon, label_norm):
@@ -135,6 +145,19 @@ def test_hand_softmax(device, label_norm, with_weights):
     loss, grad = _run("softmax_loss", HAND_S, HAND_Y, device, label_norm=label_norm, **kw)
     assert loss == pytest.approx(want_loss, rel=1e-12)
     assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("labels", [HAND_Y, [0.0, 0.0, 0.0, 0.0], [40.0, 0.0, 1.0, 39.5]])
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_hand_listnet(device, labels, with_weights):
+    w = HAND_W if with_weights else [1.0] * 4
+    want_loss, want_grad = _hand_listnet(HAND_S, labels, w)
+    kw = {"weights": w} if with_weights else {}
+    loss, grad = _run("listnet_loss", HAND_S, labels, device, **kw)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    assert grad == pytest.approx(want_grad, rel=1e-12, abs=1e-14)
+    if labels == [0.0] * 4:  # a uniform target: a real loss (not 0, unlike softmax_loss)
+        assert loss > 0.1 and _run("softmax_loss", HAND_S, labels, device, **kw)[0] == 0.0
 
 
 @pytest.mark.parametrize("epsilon", [1.0, -0.7, 0.0])
@@ -670,8 +693,8 @@ def _raw_op_args(name, opts):
     """The options of the op behind a kernel loss, in its schema's order (None: no op)."""
     if name == "softmax_loss":
         return (opts.get("label_norm", False), 0.0)
-    if name == "poly1_softmax_loss":
-        return None  # the softmax op with poly_epsilon; its own options differ
+    if name in ("poly1_softmax_loss", "listnet_loss"):
+        return None  # the softmax op, with poly_epsilon / with softmax(y) as labels
     if name == "listmle_loss":
         return ()
     if name == "unique_softmax_loss":
@@ -899,6 +922,7 @@ def test_nn_modules_match_functions(device):
     nn = rankops.nn
     pairs = [(nn.SoftmaxLoss(label_norm=True), rankops.softmax_loss, dict(label_norm=True)),
              (nn.Poly1SoftmaxLoss(epsilon=2.0), rankops.poly1_softmax_loss, dict(epsilon=2.0)),
+             (nn.ListNetLoss(), rankops.listnet_loss, {}),
              (nn.ListMLELoss(), rankops.listmle_loss, {}),
              (nn.UniqueSoftmaxLoss(gain="linear"), rankops.unique_softmax_loss, dict(gain="linear")),
              (nn.ApproxNDCGLoss(k=3, temperature=0.5), rankops.approx_ndcg_loss, dict(k=3, temperature=0.5)),
@@ -915,7 +939,7 @@ FUNCTIONALS = {
     "ndcg2": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2", **kw),
     "ndcg2pp": lambda *a, **kw: rankops.lambdaloss(*a, variant="ndcg2pp", **kw),
     "softmax": rankops.softmax_loss, "listmle": rankops.listmle_loss,
-    "poly1_softmax": rankops.poly1_softmax_loss,
+    "poly1_softmax": rankops.poly1_softmax_loss, "listnet": rankops.listnet_loss,
     "unique_softmax": rankops.unique_softmax_loss,
     "approx_ndcg": rankops.approx_ndcg_loss, "sigmoid": rankops.sigmoid_loss, "mse": rankops.mse_loss,
 }
@@ -960,8 +984,8 @@ def test_combined_loss_is_the_weighted_sum(device, reduction, padded):
 
 
 def test_combined_loss_bad_arguments():
-    with pytest.raises(ValueError, match="unknown loss 'listnet'"):
-        rankops.nn.CombinedLoss({"listnet": 1.0})
+    with pytest.raises(ValueError, match="unknown loss 'neural_ndcg'"):
+        rankops.nn.CombinedLoss({"neural_ndcg": 1.0})
     with pytest.raises(TypeError, match="no loss .* takes option"):
         rankops.nn.CombinedLoss({"softmax": 1.0}, temperature=2.0)
     with pytest.raises(TypeError, match="does not take option"):

@@ -266,6 +266,23 @@ def test_softmax_label_norm(device, ties):
 
 
 @TIES
+@pytest.mark.parametrize("with_weights", [False, True], ids=["", "weights"])
+def test_listnet(device, ties, with_weights, layout):
+    # ListNet = Rax's softmax loss with softmax(y) as its label_fn (all-0 lists included:
+    # both give them the uniform target)
+    lists = random_lists(13, ties)
+    got = ours(rankops.listnet_loss, lists, device, with_weights=with_weights, layout=layout)
+    label_softmax = lambda y, where: jax.nn.softmax(y, where=where)  # noqa: E731
+    if with_weights:  # Rax applies the weights before label_fn; rankops weights the target
+        want = theirs(lambda s, y, weights=None, **kw: rax.softmax_loss(
+            s, jnp.where(kw["where"], jax.nn.softmax(y, where=kw["where"]), 0.0) * weights, **kw),
+            lists, with_weights=True)
+    else:
+        want = theirs(rax.softmax_loss, lists, label_fn=label_softmax)
+    assert_agree(got, want)
+
+
+@TIES
 @pytest.mark.parametrize("epsilon", [1.0, -0.5, 4.0])
 @pytest.mark.parametrize("with_weights", [False, True], ids=["", "weights"])
 def test_poly1_softmax(device, ties, epsilon, with_weights, layout):
