@@ -1,5 +1,5 @@
-"""Benchmark: rankops's listwise kernels (softmax and poly-1 softmax, ListMLE, unique softmax,
-ApproxNDCG) and pointwise losses vs rankops.reference (padded PyTorch; the references of
+"""Benchmark: rankops's listwise kernels (softmax, poly-1 softmax and ListNet, ListMLE, unique
+softmax, ApproxNDCG) and pointwise losses vs rankops.reference (padded PyTorch; the references of
 ApproxNDCG and of unique softmax build [B, L, L], as Rax does).
 
 For every shape and loss: check that rankops and the reference agree, then time forward +
@@ -33,6 +33,7 @@ from rankops import reference  # noqa: E402
 LOSSES = {
     "softmax": ("softmax_loss", {}),
     "poly-1 softmax": ("poly1_softmax_loss", {}),
+    "ListNet": ("listnet_loss", {}),
     "ListMLE": ("listmle_loss", {}),
     "unique softmax": ("unique_softmax_loss", {}),
     "ApproxNDCG": ("approx_ndcg_loss", {}),
@@ -63,8 +64,8 @@ def shapes(device, quick):
 
 def cases(device, quick):
     for shape, lengths in shapes(device, quick).items():
-        for loss in ("softmax", "poly-1 softmax", "ListMLE", "unique softmax", "ApproxNDCG", "sigmoid",
-                     "MSE"):
+        for loss in ("softmax", "poly-1 softmax", "ListNet", "ListMLE", "unique softmax", "ApproxNDCG",
+                     "sigmoid", "MSE"):
             yield shape, lengths, loss
         if max(lengths) >= 4096:
             yield shape, lengths, "ApproxNDCG@10"

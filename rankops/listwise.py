@@ -1,5 +1,5 @@
-"""Listwise (softmax/ListNet, ListMLE, unique softmax, ApproxNDCG) and pointwise (sigmoid, MSE) losses
-over packed, variable-length lists (DESIGN §3).
+"""Listwise (softmax, ListNet, poly-1 softmax, ListMLE, unique softmax, ApproxNDCG) and
+pointwise (sigmoid, MSE) losses over packed, variable-length lists (DESIGN §3).
 
 Every loss takes ``scores, labels`` in any layout of :mod:`rankops.segments` (packed
 ``[N]`` with ``offsets``/``lengths``/``group_ids``, or padded ``[B, L]`` with
@@ -65,7 +65,8 @@ def _softmax_packed(lists, *, label_norm=False, reduction="mean", epsilon=0.0):
 
 def _label_softmax(lists: segments.PackedLists) -> Tensor:
     """softmax(y) within each list of the packed labels, in the scores' accumulation dtype:
-    ListNet's top-one target distribution. O(N), no host sync (traceable, capturable)."""
+    ListNet's top-one target distribution. O(N), no host sync, traceable by torch.compile
+    (not yet tried under CUDA-graph capture)."""
     acc = torch.float64 if lists.scores.dtype == torch.float64 else torch.float32
     y = lists.labels.to(acc)
     off = lists.offsets
@@ -180,7 +181,8 @@ def softmax_loss(
     reduction: str = "mean",
     validate: bool = True,
 ) -> Tensor:
-    r"""Softmax cross-entropy (ListNet top-1): per list
+    r"""Softmax cross-entropy (Rax's softmax loss: ListNet's top-one cross-entropy with the
+    labels themselves as the target; :func:`listnet_loss` takes softmax(y)): per list
     ``loss = -sum_i t_i log softmax(s)_i`` with targets ``t_i = w_i y_i`` (raw labels,
     as Rax), or ``t_i = w_i y_i / sum_j |w_j y_j|`` with ``label_norm=True`` (the sum of
     the targets for non-negative weights).
@@ -244,7 +246,8 @@ def poly1_softmax_loss(
     to it only; q is always the normalised target, as in Rax). ``epsilon > 0`` pushes
     harder on lists whose relevant items the softmax already ranks well; ``epsilon = 0``
     is the softmax loss. A list whose targets are all 0 gives 0 (Rax: a uniform q, so a
-    constant ``epsilon (1 - 1/n)``). One fused pass per list, no ``[L, L]``.
+    constant ``epsilon (1 - 1/n)``), and a single item gives 0 as in every loss (Rax too).
+    One fused pass per list, no ``[L, L]``.
     ``reduction="mean"`` divides by the number of non-empty lists.
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)

@@ -496,9 +496,12 @@ def listnet_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group
 def poly1_softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
                        weights=None, epsilon=1.0, label_norm=False, reduction="mean"):
     """Reference of :func:`rankops.poly1_softmax_loss`: the softmax loss plus
-    ``epsilon * (1 - sum_i q_i softmax(s)_i)``, q = t / sum |t|; 0 for a list with t = 0."""
+    ``epsilon * (1 - sum_i q_i softmax(s)_i)``, q = t / sum |t|; no such term for a list
+    with t = 0 or a single item."""
     check_choice("reduction", reduction, REDUCTIONS)
     epsilon = check_float("epsilon", epsilon)
+    if not math.isfinite(epsilon):
+        raise ValueError(f"epsilon must be finite, got {epsilon}")
     S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
                                   mask=mask, group_ids=group_ids)
     t = torch.where(valid, W * Y, torch.zeros_like(S))
@@ -507,7 +510,9 @@ def poly1_softmax_loss(scores, labels, *, offsets=None, lengths=None, mask=None,
     q = t / torch.where(has_target, total, torch.ones_like(total))
     log_p = torch.log_softmax(torch.where(valid, S, _very_negative(S)), dim=1)
     pt = torch.where(valid, q * log_p.exp(), torch.zeros_like(log_p)).sum(1)
-    poly = torch.where(has_target.squeeze(1), epsilon * (1 - pt), torch.zeros_like(pt))
+    # no poly-1 term for a list without a target or with a single item (whose loss is 0)
+    poly = torch.where(has_target.squeeze(1) & (valid.sum(1) > 1), epsilon * (1 - pt),
+                       torch.zeros_like(pt))
     ce = softmax_loss(S, Y, mask=valid, weights=W, label_norm=label_norm, reduction="none")
     return reduce(ce + poly, reduction, _listwise_mean_count(valid))
 

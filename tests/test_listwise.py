@@ -175,6 +175,14 @@ def test_hand_poly1_softmax(device, epsilon, label_norm, with_weights):
         assert (loss, grad) == _run("softmax_loss", HAND_S, HAND_Y, device, label_norm=label_norm, **kw)
 
 
+def test_poly1_single_item_gives_zero_even_with_a_negative_weight(device):
+    # q = t / |t| = -1 there, but a single item's loss is 0 as in every loss (and in Rax,
+    # whose normalised target is +1); the gradient is exactly 0
+    for w in (-2.0, 3.0):
+        loss, grad = _run("poly1_softmax_loss", [0.7], [2.0], device, weights=[w], epsilon=1.5)
+        assert loss == 0.0 and grad == [0.0]
+
+
 @pytest.mark.parametrize("labels", [HAND_Y, [1.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
 @pytest.mark.parametrize("with_weights", [False, True])
 def test_hand_listmle(device, labels, with_weights):

@@ -19,6 +19,8 @@ KERNEL_LOSSES = {
     "lambdarank": rankops.lambdarank_loss,
     "hinge": rankops.pairwise_hinge_loss,
     "softmax": rankops.softmax_loss,
+    "listnet": rankops.listnet_loss,
+    "poly1_softmax": rankops.poly1_softmax_loss,
     "listmle": rankops.listmle_loss,
     "unique_softmax": rankops.unique_softmax_loss,
     "approx_ndcg": rankops.approx_ndcg_loss,
@@ -98,6 +100,8 @@ def test_kernel_autograd_runs_no_python(name, device):
     """The loss ops' autograd is C++ (csrc/autograd.cpp): calling the op with scores that
     require grad, and its backward, enter no Python (torch.library's Python autograd
     wrapper cost ~100 us per step). The gradient is still the reference's."""
+    if name == "listnet":
+        pytest.skip("listnet's op is the softmax op (its target is PyTorch): covered as softmax")
     s, y, off = (t.to(device) for t in _batch())
     s.requires_grad_()
     fn = KERNEL_LOSSES[name]
@@ -109,6 +113,7 @@ def test_kernel_autograd_runs_no_python(name, device):
         "hinge": (torch.ops.rankops.pairwise_loss,
                   (s, y, off, None, "hinge", "none", 1.0, 1.0, None, 5.0, "exp2", True)),
         "softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 0.0, True)),
+        "poly1_softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 1.0, True)),
         "listmle": (torch.ops.rankops.listmle_loss, (s, y, off, None, True)),
         "unique_softmax": (torch.ops.rankops.unique_softmax_loss, (s, y, off, None, "exp2", True)),
         "approx_ndcg": (torch.ops.rankops.approx_ndcg_loss, (s, y, off, None, 1.0, None, "exp2", True)),
@@ -267,8 +272,8 @@ def test_non_finite_weights_are_an_error(bad, packing):
     s, y, off = torch.randn(6), torch.tensor([0.0, 1, 2, 0, 1, 2]), torch.tensor([0, 3, 6])
     w = torch.ones(6)
     w[4] = bad
-    for name in ("ranknet", "lambdarank", "softmax", "listmle", "unique_softmax", "approx_ndcg", "mse",
-                 "sigmoid"):
+    for name in ("ranknet", "lambdarank", "softmax", "listnet", "poly1_softmax", "listmle",
+                 "unique_softmax", "approx_ndcg", "mse", "sigmoid"):
         with pytest.raises(ValueError, match="weights must be finite"):
             getattr(rankops, f"{name}_loss")(s, y, offsets=off, weights=w)
     # padded: only valid items are checked, padding may hold anything
@@ -483,6 +488,8 @@ def test_compiled_autograd(name, loss_compiled, device):
 def test_backward_of_an_op_run_without_its_gradient_is_a_clear_error(name, device):
     """A direct op call with compute_grad=False keeps no item gradient: its backward says
     so on every device (checked on the host; the CUDA kernel cannot read offsets[-1])."""
+    if name == "listnet":
+        pytest.skip("listnet's op is the softmax op: covered as softmax")
     s, y, off = (t.to(device) for t in _batch())
     s.requires_grad_()
     ops = torch.ops.rankops
@@ -494,6 +501,7 @@ def test_backward_of_an_op_run_without_its_gradient_is_a_clear_error(name, devic
         "hinge": lambda: ops.pairwise_loss(s, y, off, None, "hinge", "none", 1.0, 1.0, None, 5.0,
                                            "exp2", False),
         "softmax": lambda: ops.softmax_loss(s, y, off, None, False, 0.0, False),
+        "poly1_softmax": lambda: ops.softmax_loss(s, y, off, None, False, 1.0, False),
         "listmle": lambda: ops.listmle_loss(s, y, off, None, False),
         "unique_softmax": lambda: ops.unique_softmax_loss(s, y, off, None, "exp2", False),
         "approx_ndcg": lambda: ops.approx_ndcg_loss(s, y, off, None, 1.0, None, "exp2", False),

@@ -67,17 +67,17 @@ RANKOPS_HD T softmax_item_grad(T p, T t, T scale, T mass, T epsilon, T inv_abs_s
   return epsilon == T(0) ? grad : grad - epsilon * p * (t * inv_abs_sum - pt);
 }
 
-// Poly-1's pt from sum t p: a division, not a product with 1 / sum |t|, so that a single
-// item (p = 1) gets pt = t / |t| = +-1 exactly and its poly-1 value is exact.
+// Poly-1's pt from sum t p (a division: t / |t| is exactly +-1 for one item).
 template <typename T>
 RANKOPS_HD T poly1_mass(T tp_sum, T t_abs_sum) {
   return tp_sum / t_abs_sum;
 }
 
-// The epsilon of poly-1's gradient: 0 for a single item, whose gradient is exactly 0
-// (q = pt), where q - pt would otherwise round (or, contracted into an FMA, not cancel).
+// The epsilon poly-1 applies to a list of n items: none for a single item, whose loss is
+// 0 like every loss's (its p is 1; q would be -1 for a negative weight, where Rax's
+// normalised target gives +1 and 0), and whose gradient q - pt would only round.
 template <typename T>
-RANKOPS_HD T poly1_grad_epsilon(T epsilon, int64_t n) {
+RANKOPS_HD T poly1_epsilon(T epsilon, int64_t n) {
   return n > 1 ? epsilon : T(0);
 }
 

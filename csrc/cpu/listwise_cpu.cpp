@@ -43,7 +43,7 @@ template <typename scalar_t, typename T>
 void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& weights,
                     const at::Tensor& offsets, bool label_norm, double poly_epsilon,
                     at::Tensor& loss, at::Tensor& item_grad) {
-  const T epsilon = static_cast<T>(poly_epsilon);
+  const T list_epsilon = static_cast<T>(poly_epsilon);
   const int64_t B = offsets.size(0) - 1;
   const int64_t* off = offsets.data_ptr<int64_t>();
   const scalar_t* s_in = scores.data_ptr<scalar_t>();
@@ -68,6 +68,7 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       }
       T scale, mass;
       if (!softmax_target_factors(tsum, tabs, label_norm, scale, mass)) continue;
+      const T epsilon = poly1_epsilon(list_epsilon, n);
       T* sp = s.data();
       const T* tp = t.data();
       T sumexp = 0;
@@ -89,11 +90,10 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       loss_out[b] = total * scale + (epsilon != T(0) ? epsilon * (T(1) - pt) : T(0));
       if (!grad_out) continue;
       T* g = grad_out + start;
-      const T grad_epsilon = poly1_grad_epsilon(epsilon, n);
       const T inv_abs = T(1) / tabs;
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i)
-        g[i] = softmax_item_grad(sp[i], tp[i], scale, mass, grad_epsilon, inv_abs, pt);
+        g[i] = softmax_item_grad(sp[i], tp[i], scale, mass, epsilon, inv_abs, pt);
     }
   });
 }

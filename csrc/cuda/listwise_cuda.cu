@@ -57,7 +57,7 @@ using listwise_cuda::SumOp;
 template <typename scalar_t, typename T>
 __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restrict__ y,
                                const T* __restrict__ w, const int64_t* __restrict__ off,
-                               bool label_norm, T epsilon, T* __restrict__ loss,
+                               bool label_norm, T list_epsilon, T* __restrict__ loss,
                                T* __restrict__ grad) {
   using Reduce = cub::BlockReduce<T, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
@@ -78,6 +78,7 @@ __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restri
   tabs = block_all_reduce(tabs, SumOp(), tmp, shared);
   T scale, mass;
   if (!softmax_target_factors(tsum, tabs, label_norm, scale, mass)) return;
+  const T epsilon = poly1_epsilon(list_epsilon, end - start);
   T sumexp = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads)
     sumexp += math::exp_nonpositive(static_cast<T>(s[i]) - m);
@@ -93,7 +94,6 @@ __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restri
     }
     pt = poly1_mass(block_all_reduce(pt, SumOp(), tmp, shared), tabs);
   }
-  const T grad_epsilon = poly1_grad_epsilon(epsilon, end - start);
   T total = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
     const T si = static_cast<T>(s[i]);
@@ -101,8 +101,8 @@ __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restri
     const T neg_log_p = softmax_neg_log_prob(si, m, log_sumexp);
     total += ti * neg_log_p;
     if (grad)
-      grad[i] = softmax_item_grad(math::exp_nonpositive(-neg_log_p), ti, scale, mass,
-                                  grad_epsilon, inv_abs, pt);
+      grad[i] = softmax_item_grad(math::exp_nonpositive(-neg_log_p), ti, scale, mass, epsilon,
+                                  inv_abs, pt);
   }
   total = Reduce(tmp).Reduce(total, SumOp());
   if (threadIdx.x == 0)
