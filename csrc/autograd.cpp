@@ -121,7 +121,7 @@ struct SoftmaxLossOp {
   static constexpr const char* forward_name = "rankops::softmax_loss";
   static constexpr const char* backward_name = "rankops::softmax_loss_backward";
   using Signature = Tensor2(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const OptionalTensor&, bool, double, bool);
+                            const OptionalTensor&, bool, double, bool, bool);
 };
 struct ListMLELossOp {
   static constexpr const char* forward_name = "rankops::listmle_loss";
@@ -155,9 +155,10 @@ Tensor3 pairwise_loss_autograd(const at::Tensor& scores, const at::Tensor& label
 
 Tensor2 softmax_loss_autograd(const at::Tensor& scores, const at::Tensor& labels,
                               const at::Tensor& offsets, const OptionalTensor& weights,
-                              bool label_norm, double poly_epsilon, bool compute_grad) {
+                              bool label_norm, double poly_epsilon, bool label_softmax,
+                              bool compute_grad) {
   auto out = apply_loss<SoftmaxLossOp>(scores, labels, offsets, weights, label_norm, poly_epsilon,
-                                       compute_grad);
+                                       label_softmax, compute_grad);
   return {out[0], out[1]};
 }
 

@@ -86,7 +86,8 @@ TORCH_LIBRARY(rankops, m) {
   // The mean reduction (non-empty lists) is computed from offsets in Python.
   m.def(
       "softmax_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
-      "bool label_norm, float poly_epsilon, bool compute_grad) -> (Tensor, Tensor)");
+      "bool label_norm, float poly_epsilon, bool label_softmax, bool compute_grad) -> "
+      "(Tensor, Tensor)");
   m.def("softmax_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
   m.def(
       "listmle_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "

@@ -48,7 +48,8 @@ def _list_loss_fake(scores, labels, offsets, compute_grad):
 
 
 @torch.library.register_fake("rankops::softmax_loss")
-def _softmax_loss_fake(scores, labels, offsets, weights, label_norm, poly_epsilon, compute_grad):
+def _softmax_loss_fake(scores, labels, offsets, weights, label_norm, poly_epsilon, label_softmax,
+                       compute_grad):
     return _list_loss_fake(scores, labels, offsets, compute_grad)
 
 

@@ -50,7 +50,7 @@ def _reduce_lists(loss: Tensor, lists: segments.PackedLists, reduction: str) -> 
 
 # ---- packed implementations (also used by rankops.nn.CombinedLoss) -------------------
 
-def _softmax_packed(lists, *, label_norm=False, reduction="mean", epsilon=0.0):
+def _softmax_packed(lists, *, label_norm=False, reduction="mean", epsilon=0.0, label_softmax=False):
     check_choice("reduction", reduction, REDUCTIONS)
     if not isinstance(label_norm, bool):
         raise TypeError(f"label_norm must be a bool, got {type(label_norm).__name__}")
@@ -59,29 +59,12 @@ def _softmax_packed(lists, *, label_norm=False, reduction="mean", epsilon=0.0):
         raise ValueError(f"epsilon must be finite, got {epsilon}")
     check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     loss, _ = ops.softmax_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
-                               label_norm, epsilon, _compute_grad(lists))
+                               label_norm, epsilon, label_softmax, _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
 
 
-def _label_softmax(lists: segments.PackedLists) -> Tensor:
-    """softmax(y) within each list of the packed labels, in the scores' accumulation dtype:
-    ListNet's top-one target distribution. O(N), no host sync, traceable by torch.compile
-    (not yet tried under CUDA-graph capture)."""
-    acc = torch.float64 if lists.scores.dtype == torch.float64 else torch.float32
-    y = lists.labels.to(acc)
-    off = lists.offsets
-    n_lists = off.shape[0] - 1
-    lengths = off[1:] - off[:-1]
-    list_of_item = torch.repeat_interleave(torch.arange(n_lists, device=y.device), lengths,
-                                           output_size=y.shape[0])
-    y_max = torch.segment_reduce(y, "max", offsets=off, initial=0.0)
-    e = torch.exp(y - y_max[list_of_item])
-    return e / torch.segment_reduce(e, "sum", offsets=off, initial=0.0)[list_of_item]
-
-
 def _listnet_packed(lists, *, reduction="mean"):
-    lists = lists._replace(labels=_label_softmax(lists))
-    return _softmax_packed(lists, reduction=reduction)
+    return _softmax_packed(lists, reduction=reduction, label_softmax=True)
 
 
 def _poly1_softmax_packed(lists, *, epsilon=1.0, label_norm=False, reduction="mean"):
@@ -215,9 +198,9 @@ def listnet_loss(
     as allRank's ``listNet`` (without weights). Unlike :func:`softmax_loss` (targets
     ``w y``, Rax's convention), every non-empty list has a target: a list whose labels are
     all equal, all-0 lists included, has the uniform target and so pulls its scores
-    together. The targets are computed in O(N) over the packed lists, the loss and
-    gradient by the softmax kernel. ``reduction="mean"`` divides by the number of
-    non-empty lists.
+    together. The softmax kernel takes the labels' softmax per list itself (one more max
+    and sum of exp), so ListNet costs about what :func:`softmax_loss` does.
+    ``reduction="mean"`` divides by the number of non-empty lists.
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
     return _listnet_packed(lists, reduction=reduction)

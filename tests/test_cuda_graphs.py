@@ -34,6 +34,7 @@ def _batch(device, seed=0):
 LISTWISE = {
     "softmax": lambda s, y, o: rankops.softmax_loss(s, y, offsets=o),
     "poly1_softmax": lambda s, y, o: rankops.poly1_softmax_loss(s, y, offsets=o, epsilon=2.0),
+    "listnet": lambda s, y, o: rankops.listnet_loss(s, y, offsets=o),
     "listmle": lambda s, y, o: rankops.listmle_loss(s, y, offsets=o),
     "unique_softmax": lambda s, y, o: rankops.unique_softmax_loss(s, y, offsets=o),
     "approx_ndcg": lambda s, y, o: rankops.approx_ndcg_loss(s, y, offsets=o, k=10),

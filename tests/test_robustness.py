@@ -100,8 +100,6 @@ def test_kernel_autograd_runs_no_python(name, device):
     """The loss ops' autograd is C++ (csrc/autograd.cpp): calling the op with scores that
     require grad, and its backward, enter no Python (torch.library's Python autograd
     wrapper cost ~100 us per step). The gradient is still the reference's."""
-    if name == "listnet":
-        pytest.skip("listnet's op is the softmax op (its target is PyTorch): covered as softmax")
     s, y, off = (t.to(device) for t in _batch())
     s.requires_grad_()
     fn = KERNEL_LOSSES[name]
@@ -112,8 +110,9 @@ def test_kernel_autograd_runs_no_python(name, device):
                        (s, y, off, None, "logistic", "ndcg", 1.0, 1.0, None, 5.0, "exp2", True)),
         "hinge": (torch.ops.rankops.pairwise_loss,
                   (s, y, off, None, "hinge", "none", 1.0, 1.0, None, 5.0, "exp2", True)),
-        "softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 0.0, True)),
-        "poly1_softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 1.0, True)),
+        "softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 0.0, False, True)),
+        "listnet": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 0.0, True, True)),
+        "poly1_softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 1.0, False, True)),
         "listmle": (torch.ops.rankops.listmle_loss, (s, y, off, None, True)),
         "unique_softmax": (torch.ops.rankops.unique_softmax_loss, (s, y, off, None, "exp2", True)),
         "approx_ndcg": (torch.ops.rankops.approx_ndcg_loss, (s, y, off, None, 1.0, None, "exp2", True)),
@@ -488,8 +487,6 @@ def test_compiled_autograd(name, loss_compiled, device):
 def test_backward_of_an_op_run_without_its_gradient_is_a_clear_error(name, device):
     """A direct op call with compute_grad=False keeps no item gradient: its backward says
     so on every device (checked on the host; the CUDA kernel cannot read offsets[-1])."""
-    if name == "listnet":
-        pytest.skip("listnet's op is the softmax op: covered as softmax")
     s, y, off = (t.to(device) for t in _batch())
     s.requires_grad_()
     ops = torch.ops.rankops
@@ -500,8 +497,9 @@ def test_backward_of_an_op_run_without_its_gradient_is_a_clear_error(name, devic
                                                 5.0, "exp2", False),
         "hinge": lambda: ops.pairwise_loss(s, y, off, None, "hinge", "none", 1.0, 1.0, None, 5.0,
                                            "exp2", False),
-        "softmax": lambda: ops.softmax_loss(s, y, off, None, False, 0.0, False),
-        "poly1_softmax": lambda: ops.softmax_loss(s, y, off, None, False, 1.0, False),
+        "softmax": lambda: ops.softmax_loss(s, y, off, None, False, 0.0, False, False),
+        "listnet": lambda: ops.softmax_loss(s, y, off, None, False, 0.0, True, False),
+        "poly1_softmax": lambda: ops.softmax_loss(s, y, off, None, False, 1.0, False, False),
         "listmle": lambda: ops.listmle_loss(s, y, off, None, False),
         "unique_softmax": lambda: ops.unique_softmax_loss(s, y, off, None, "exp2", False),
         "approx_ndcg": lambda: ops.approx_ndcg_loss(s, y, off, None, 1.0, None, "exp2", False),

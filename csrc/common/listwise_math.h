@@ -1,7 +1,8 @@
 // Per-item and per-pair math of the listwise family (DESIGN §3), written once for the
 // CPU loops and the CUDA kernels.
 //
-//   softmax:     loss = sum_i t_i (lse(s) - s_i),  t_i = w_i y_i (label_norm: / sum |t|),
+//   softmax:     loss = sum_i t_i (lse(s) - s_i),  t_i = w_i y_i (label_norm: / sum |t|;
+//                label_softmax, ListNet: t_i = w_i softmax(y)_i),
 //                d loss / d s_i = (sum t) softmax(s)_i - t_i;
 //                poly-1 adds epsilon (1 - pt), pt = sum_i q_i p_i, q = t / sum |t|, p = softmax(s),
 //                whose gradient is -epsilon p_i (q_i - pt).
@@ -79,6 +80,13 @@ RANKOPS_HD T poly1_mass(T tp_sum, T t_abs_sum) {
 template <typename T>
 RANKOPS_HD T poly1_epsilon(T epsilon, int64_t n) {
   return n > 1 ? epsilon : T(0);
+}
+
+// The softmax loss's target of an item: w y, or with label_softmax (ListNet's top-one
+// probabilities of the labels) w exp(y - y_max) / z, inv_z = 1 / sum_j exp(y_j - y_max).
+template <typename T>
+RANKOPS_HD T softmax_target(T y, T w, bool label_softmax, T y_max, T inv_z) {
+  return label_softmax ? w * math::exp_nonpositive(y - y_max) * inv_z : w * y;
 }
 
 // -log softmax(s)_i = lse - s_i with lse = m + log_sumexp (m the list's max), taken as

@@ -6,7 +6,8 @@
 // gradient (list_grad.h). Memory is O(N); every sum runs in a fixed order that depends
 // only on the list sizes, so results do not depend on the number of threads.
 //  * softmax:     per list, a max, a sum of exp, a pass for the loss (and poly-1's sum of
-//                 q p) that keeps each probability, and a pass for the gradient;
+//                 q p) that keeps each probability, and a pass for the gradient (ListNet's
+//                 label softmax: a max and a sum of exp of the labels first);
 //  * listmle:     per list, a stable sort by label (a radix sort beyond 64 items), the
 //                 suffix log-sum-exps L_k through the suffix max (vector exps and logs
 //                 around two cheap serial scans; the log-add-exp scan of listwise_math.h
@@ -39,10 +40,41 @@ using listwise_cpu::run_by_cost;
 
 // ---- softmax ----------------------------------------------------------------------
 
+// sum_i exp(y_i - y_max) (each term <= 1) in blocks: float32 vector sums of 256 terms,
+// added in double, so that n terms of 1e-5 each into one sum lose nothing measurable.
+template <typename T>
+double sum_exp_shifted(const T* y, int64_t n, T y_max) {
+  double total = 0;
+  for (int64_t b = 0; b < n; b += 256) {
+    const int64_t e = std::min<int64_t>(n, b + 256);
+    T part = 0;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = b; i < e; ++i) part += math::exp_nonpositive(y[i] - y_max);
+    total += static_cast<double>(part);
+  }
+  return total;
+}
+
+// sum t and sum |t| the same way.
+template <typename T>
+void blocked_sums(const T* t, int64_t n, double& sum, double& abs_sum) {
+  for (int64_t b = 0; b < n; b += 256) {
+    const int64_t e = std::min<int64_t>(n, b + 256);
+    T part = 0, part_abs = 0;
+#pragma omp simd reduction(+ : part, part_abs)
+    for (int64_t i = b; i < e; ++i) {
+      part += t[i];
+      part_abs += std::abs(t[i]);
+    }
+    sum += static_cast<double>(part);
+    abs_sum += static_cast<double>(part_abs);
+  }
+}
+
 template <typename scalar_t, typename T>
 void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& weights,
                     const at::Tensor& offsets, bool label_norm, double poly_epsilon,
-                    at::Tensor& loss, at::Tensor& item_grad) {
+                    bool label_softmax, at::Tensor& loss, at::Tensor& item_grad) {
   const T list_epsilon = static_cast<T>(poly_epsilon);
   const int64_t B = offsets.size(0) - 1;
   const int64_t* off = offsets.data_ptr<int64_t>();
@@ -58,19 +90,38 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       if (n == 0) continue;
       s.resize(n);
       t.resize(n);
-      T m = -T(INFINITY), tsum = 0, tabs = 0;
+      const T* y = y_in + start;
+      const T* w = w_in ? w_in + start : nullptr;
+      // The sums of n targets (and ListNet's sum of exps of the labels) in double: they add
+      // many small terms into one, which float32 rounds by up to ~1e-4 on long lists (1
+      // list of 65,536), and z and sum t scale the whole loss and gradient.
+      T y_max = 0, inv_z = 1;
+      if (label_softmax) {
+        y_max = y[0];
+        for (int64_t i = 1; i < n; ++i) y_max = y[i] > y_max ? y[i] : y_max;
+        inv_z = static_cast<T>(1.0 / sum_exp_shifted(y, n, y_max));
+      }
+      T* tp = t.data();
+      if (label_softmax) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i)
+          tp[i] = softmax_target(y[i], w ? w[i] : T(1), true, y_max, inv_z);
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) tp[i] = y[i] * (w ? w[i] : T(1));
+      }
+      double tsum_d = 0, tabs_d = 0;
+      blocked_sums(tp, n, tsum_d, tabs_d);
+      T m = -T(INFINITY);
       for (int64_t i = 0; i < n; ++i) {
         s[i] = static_cast<T>(s_in[start + i]);
-        t[i] = y_in[start + i] * (w_in ? w_in[start + i] : T(1));
         m = s[i] > m ? s[i] : m;
-        tsum += t[i];
-        tabs += std::abs(t[i]);
       }
+      const T tsum = static_cast<T>(tsum_d), tabs = static_cast<T>(tabs_d);
       T scale, mass;
       if (!softmax_target_factors(tsum, tabs, label_norm, scale, mass)) continue;
       const T epsilon = poly1_epsilon(list_epsilon, n);
       T* sp = s.data();
-      const T* tp = t.data();
       T sumexp = 0;
 #pragma omp simd reduction(+ : sumexp)
       for (int64_t i = 0; i < n; ++i) sumexp += math::exp_nonpositive(sp[i] - m);
@@ -288,7 +339,7 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cpu(const at::Tensor& scores,
                                                     const at::Tensor& offsets,
                                                     const c10::optional<at::Tensor>& weights,
                                                     bool label_norm, double poly_epsilon,
-                                                    bool compute_grad) {
+                                                    bool label_softmax, bool compute_grad) {
   TORCH_CHECK(std::isfinite(poly_epsilon), "rankops: epsilon must be finite, got ", poly_epsilon);
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
@@ -296,7 +347,8 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cpu(const at::Tensor& scores,
                                     using T = at::opmath_type<scalar_t>;
                                     softmax_kernel<scalar_t, T>(p.scores, p.labels, p.weights,
                                                                 p.offsets, label_norm,
-                                                                poly_epsilon, p.loss, p.item_grad);
+                                                                poly_epsilon, label_softmax,
+                                                                p.loss, p.item_grad);
                                   });
   return {p.loss, p.item_grad};
 }

@@ -3,7 +3,8 @@
 // per-item math (csrc/common/listwise_math.h).
 //
 //  * softmax:     a block per list: block max, sum of exp and target mass, then loss and
-//                 gradient in one more pass (poly-1: a block sum of q p before it).
+//                 gradient in one more pass (poly-1: a block sum of q p before it; ListNet's
+//                 label softmax: a block max and sum of exp of the labels first).
 //  * listmle:     one cub segmented radix sort (stable: label ties keep input order) gives
 //                 each list's order by label; then a block per list runs the reverse
 //                 log-add-exp scan (L_k) and the forward affine scan (R_k) with cub::BlockScan,
@@ -57,54 +58,75 @@ using listwise_cuda::SumOp;
 template <typename scalar_t, typename T>
 __global__ void softmax_kernel(const scalar_t* __restrict__ s, const T* __restrict__ y,
                                const T* __restrict__ w, const int64_t* __restrict__ off,
-                               bool label_norm, T list_epsilon, T* __restrict__ loss,
-                               T* __restrict__ grad) {
+                               bool label_norm, T list_epsilon, bool label_softmax,
+                               T* __restrict__ loss, T* __restrict__ grad) {
   using Reduce = cub::BlockReduce<T, kThreads>;
-  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ union {
+    typename Reduce::TempStorage t;
+    BlockReduceStorage<double> d;
+  } tmp;
   __shared__ T shared;
+  __shared__ double shared_d;
   const int64_t b = blockIdx.x;
   const int64_t start = off[b], end = off[b + 1];
   if (end <= start) return;  // the same for the whole block
-  T m = -T(INFINITY), tsum = 0, tabs = 0;
+  // ListNet's label softmax (label_softmax is the same for the whole block). z and the sums
+  // of the targets in double, as on the CPU: they scale the whole loss and gradient.
+  T y_max = 0, inv_z = 1;
+  if (label_softmax) {
+    y_max = -T(INFINITY);
+    for (int64_t i = start + threadIdx.x; i < end; i += kThreads)
+      y_max = y[i] > y_max ? y[i] : y_max;
+    y_max = block_all_reduce(y_max, MaxOp(), tmp.t, shared);
+    double z = 0;
+    for (int64_t i = start + threadIdx.x; i < end; i += kThreads)
+      z += static_cast<double>(math::exp_nonpositive(y[i] - y_max));
+    inv_z = static_cast<T>(1.0 / block_all_reduce(z, SumOp(), tmp.d, shared_d));
+  }
+  auto target = [&](int64_t i) {
+    return softmax_target(y[i], w ? w[i] : T(1), label_softmax, y_max, inv_z);
+  };
+  T m = -T(INFINITY);
+  double tsum_d = 0, tabs_d = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
     const T si = static_cast<T>(s[i]);
-    const T ti = y[i] * (w ? w[i] : T(1));
+    const T ti = target(i);
     m = si > m ? si : m;
-    tsum += ti;
-    tabs += fabs(ti);
+    tsum_d += static_cast<double>(ti);
+    tabs_d += static_cast<double>(fabs(ti));
   }
-  m = block_all_reduce(m, MaxOp(), tmp, shared);
-  tsum = block_all_reduce(tsum, SumOp(), tmp, shared);
-  tabs = block_all_reduce(tabs, SumOp(), tmp, shared);
+  m = block_all_reduce(m, MaxOp(), tmp.t, shared);
+  const T tsum = static_cast<T>(block_all_reduce(tsum_d, SumOp(), tmp.d, shared_d));
+  const T tabs = static_cast<T>(block_all_reduce(tabs_d, SumOp(), tmp.d, shared_d));
   T scale, mass;
   if (!softmax_target_factors(tsum, tabs, label_norm, scale, mass)) return;
   const T epsilon = poly1_epsilon(list_epsilon, end - start);
   T sumexp = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads)
     sumexp += math::exp_nonpositive(static_cast<T>(s[i]) - m);
-  sumexp = block_all_reduce(sumexp, SumOp(), tmp, shared);
+  sumexp = block_all_reduce(sumexp, SumOp(), tmp.t, shared);
   const T log_sumexp = log(sumexp);
   // poly-1: pt = sum q p with q = t / sum |t| (epsilon is the same for the whole block)
   const T inv_abs = T(1) / tabs;
   T pt = 0;
   if (epsilon != T(0)) {
     for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
-      const T ti = y[i] * (w ? w[i] : T(1));
-      pt += ti * math::exp_nonpositive(-softmax_neg_log_prob(static_cast<T>(s[i]), m, log_sumexp));
+      pt += target(i) *
+            math::exp_nonpositive(-softmax_neg_log_prob(static_cast<T>(s[i]), m, log_sumexp));
     }
-    pt = poly1_mass(block_all_reduce(pt, SumOp(), tmp, shared), tabs);
+    pt = poly1_mass(block_all_reduce(pt, SumOp(), tmp.t, shared), tabs);
   }
   T total = 0;
   for (int64_t i = start + threadIdx.x; i < end; i += kThreads) {
     const T si = static_cast<T>(s[i]);
-    const T ti = y[i] * (w ? w[i] : T(1));
+    const T ti = target(i);
     const T neg_log_p = softmax_neg_log_prob(si, m, log_sumexp);
     total += ti * neg_log_p;
     if (grad)
       grad[i] = softmax_item_grad(math::exp_nonpositive(-neg_log_p), ti, scale, mass, epsilon,
                                   inv_abs, pt);
   }
-  total = Reduce(tmp).Reduce(total, SumOp());
+  total = Reduce(tmp.t).Reduce(total, SumOp());
   if (threadIdx.x == 0)
     loss[b] = total * scale + (epsilon != T(0) ? epsilon * (T(1) - pt) : T(0));
 }
@@ -303,7 +325,7 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cuda(const at::Tensor& scores,
                                                      const at::Tensor& offsets,
                                                      const c10::optional<at::Tensor>& weights,
                                                      bool label_norm, double poly_epsilon,
-                                                     bool compute_grad) {
+                                                     bool label_softmax, bool compute_grad) {
   TORCH_CHECK(std::isfinite(poly_epsilon), "rankops: epsilon must be finite, got ", poly_epsilon);
   const c10::cuda::CUDAGuard guard(scores.device());
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
@@ -316,7 +338,7 @@ std::tuple<at::Tensor, at::Tensor> softmax_loss_cuda(const at::Tensor& scores,
     using T = at::opmath_type<scalar_t>;
     softmax_kernel<scalar_t, T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
         p.scores.data_ptr<scalar_t>(), p.labels.data_ptr<T>(), ptr_or_null<T>(p.weights),
-        p.offsets.data_ptr<int64_t>(), label_norm, static_cast<T>(poly_epsilon),
+        p.offsets.data_ptr<int64_t>(), label_norm, static_cast<T>(poly_epsilon), label_softmax,
         p.loss.data_ptr<T>(), grad_ptr<T>(p.item_grad));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
