@@ -88,7 +88,7 @@ def _unique_softmax_packed(lists, *, gain="exp2", reduction="mean"):
     return _reduce_lists(loss, lists, reduction)
 
 
-def _approx_ndcg_takes_exp2_gain(gain="exp2", **_) -> bool:
+def _takes_exp2_gain(gain="exp2", **_) -> bool:
     """Whether labels go through ``G(y) = 2^y - 1`` (and must be bounded)."""
     return gain == "exp2"
 
@@ -290,7 +290,7 @@ def unique_softmax_loss(
     ``reduction="mean"`` divides by the number of non-empty lists.
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate,
-                    exp2_label_bounds(scores, _approx_ndcg_takes_exp2_gain(gain)))
+                    exp2_label_bounds(scores, _takes_exp2_gain(gain)))
     return _unique_softmax_packed(lists, gain=gain, reduction=reduction)
 
 
@@ -324,7 +324,7 @@ def approx_ndcg_loss(
     into the forward pass. ``reduction="mean"`` divides by the number of non-empty lists.
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate,
-                    exp2_label_bounds(scores, _approx_ndcg_takes_exp2_gain(gain)))
+                    exp2_label_bounds(scores, _takes_exp2_gain(gain)))
     return _approx_ndcg_packed(lists, temperature=temperature, k=k, gain=gain, reduction=reduction)
 
 

@@ -133,9 +133,9 @@ _COMBINABLE = {
     "listnet": (_listwise._listnet_packed, {}, (), None),
     "listmle": (_listwise._listmle_packed, {}, (), None),
     "unique_softmax": (_listwise._unique_softmax_packed, {}, ("gain",),
-                       _listwise._approx_ndcg_takes_exp2_gain),
+                       _listwise._takes_exp2_gain),
     "approx_ndcg": (_listwise._approx_ndcg_packed, {}, ("temperature", "k", "gain"),
-                    _listwise._approx_ndcg_takes_exp2_gain),
+                    _listwise._takes_exp2_gain),
     "sigmoid": (_listwise._sigmoid_packed, {}, (), None),
     "mse": (_listwise._mse_packed, {}, (), None),
 }

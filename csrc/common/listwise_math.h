@@ -85,8 +85,13 @@ RANKOPS_HD T poly1_epsilon(T epsilon, int64_t n) {
 // The softmax loss's target of an item: w y, or with label_softmax (ListNet's top-one
 // probabilities of the labels) w exp(y - y_max) / z, inv_z = 1 / sum_j exp(y_j - y_max).
 template <typename T>
+RANKOPS_HD T label_softmax_target(T w, T label_exp, T inv_z) {
+  return w * label_exp * inv_z;  // label_exp = exp(y - y_max)
+}
+
+template <typename T>
 RANKOPS_HD T softmax_target(T y, T w, bool label_softmax, T y_max, T inv_z) {
-  return label_softmax ? w * math::exp_nonpositive(y - y_max) * inv_z : w * y;
+  return label_softmax ? label_softmax_target(w, math::exp_nonpositive(y - y_max), inv_z) : w * y;
 }
 
 // -log softmax(s)_i = lse - s_i with lse = m + log_sumexp (m the list's max), taken as

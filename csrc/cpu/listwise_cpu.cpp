@@ -40,22 +40,8 @@ using listwise_cpu::run_by_cost;
 
 // ---- softmax ----------------------------------------------------------------------
 
-// sum_i exp(y_i - y_max) (each term <= 1) in blocks: float32 vector sums of 256 terms,
-// added in double, so that n terms of 1e-5 each into one sum lose nothing measurable.
-template <typename T>
-double sum_exp_shifted(const T* y, int64_t n, T y_max) {
-  double total = 0;
-  for (int64_t b = 0; b < n; b += 256) {
-    const int64_t e = std::min<int64_t>(n, b + 256);
-    T part = 0;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = b; i < e; ++i) part += math::exp_nonpositive(y[i] - y_max);
-    total += static_cast<double>(part);
-  }
-  return total;
-}
-
-// sum t and sum |t| the same way.
+// sum t and sum |t| in blocks: float32 vector sums of 256 terms, added in double, so that
+// n terms of 1e-5 each into one sum lose nothing measurable.
 template <typename T>
 void blocked_sums(const T* t, int64_t n, double& sum, double& abs_sum) {
   for (int64_t b = 0; b < n; b += 256) {
@@ -95,17 +81,17 @@ void softmax_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       // The sums of n targets (and ListNet's sum of exps of the labels) in double: they add
       // many small terms into one, which float32 rounds by up to ~1e-4 on long lists (1
       // list of 65,536), and z and sum t scale the whole loss and gradient.
-      T y_max = 0, inv_z = 1;
-      if (label_softmax) {
-        y_max = y[0];
-        for (int64_t i = 1; i < n; ++i) y_max = y[i] > y_max ? y[i] : y_max;
-        inv_z = static_cast<T>(1.0 / sum_exp_shifted(y, n, y_max));
-      }
       T* tp = t.data();
-      if (label_softmax) {
+      if (label_softmax) {  // one exp per label, kept for the targets
+        T y_max = y[0];
+        for (int64_t i = 1; i < n; ++i) y_max = y[i] > y_max ? y[i] : y_max;
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i)
-          tp[i] = softmax_target(y[i], w ? w[i] : T(1), true, y_max, inv_z);
+        for (int64_t i = 0; i < n; ++i) tp[i] = math::exp_nonpositive(y[i] - y_max);
+        double z = 0, z_abs = 0;
+        blocked_sums(tp, n, z, z_abs);
+        const T inv_z = static_cast<T>(1.0 / z);
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) tp[i] = label_softmax_target(w ? w[i] : T(1), tp[i], inv_z);
       } else {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) tp[i] = y[i] * (w ? w[i] : T(1));
