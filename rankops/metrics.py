@@ -34,6 +34,11 @@ Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
   the mean over lists is the fraction of queries answered in the top k.
 * ``rprec`` (R-precision) ``= hits@R / R``, the precision at the list's own number R of
   relevant items (trec_eval's Rprec); it takes no cut-off.
+* ``opa`` (ordered pair accuracy) ``= #{(i, j): y_i > y_j, i ranked above j} /
+  #{(i, j): y_i > y_j}``, the share of the pairs of different labels that the ranking
+  orders correctly (Rax's ``opa_metric``, TF-Ranking's OrderedPairAccuracy); with binary
+  labels and ``ties="average"`` it is the per-query ROC AUC. Graded (no relevance
+  threshold), no cut-off; O(n log n) per list, no pair is formed.
 * ``err@k = sum_{r <= k'} (1/r) p_r prod_{i<r} (1 - p_i)`` with
   ``p = (2^y - 1) / 2^max_grade`` (Chapelle et al. 2009). ``max_grade`` is the top of
   the grading scale, **default 4** (the 0-4 scale of MSLR-WEB / Yahoo! LTR), a constant so
@@ -42,7 +47,8 @@ Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
 
 **Lists with no relevant item** (no label >= threshold for mrr/ap/precision/recall/
 success/rprec; no
-positive label for ndcg/dcg/err; this includes **empty lists**) are governed by ``empty``:
+positive label for ndcg/dcg/err; no two different labels for opa; this includes **empty
+lists**) are governed by ``empty``:
 
 * ``"zero"`` (default): the list scores 0 and counts in the mean (trec_eval, Rax);
 * ``"one"``: it scores 1 and counts (LightGBM/XGBoost NDCG); does not apply to ``dcg``,
@@ -79,6 +85,7 @@ __all__ = [
     "err",
     "success",
     "r_precision",
+    "opa",
     "evaluate",
     "MetricAccumulator",
     "METRICS",
@@ -102,6 +109,7 @@ METRICS = {
     "hit_rate": "success",
     "rprec": "rprec",
     "r_precision": "rprec",
+    "opa": "opa",
 }
 EMPTY = ("zero", "one", "skip")
 TIES = ("position", "average")
@@ -130,6 +138,8 @@ def parse_metric(spec: str) -> Tuple[str, Optional[int]]:
         raise ValueError(f"metrics: the cut-off of {spec!r} must be >= 1")
     if k is not None and METRICS[m.group(1)] == "rprec":
         raise ValueError(f"metrics: {spec!r}: R-precision has no cut-off (it reads the first R items)")
+    if k is not None and METRICS[m.group(1)] == "opa":
+        raise ValueError(f"metrics: {spec!r}: opa has no cut-off (it counts the pairs of the whole list)")
     return METRICS[m.group(1)], k
 
 
@@ -325,6 +335,26 @@ def r_precision(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = N
                    validate)
 
 
+def opa(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+        group_ids: Optional[Tensor] = None, empty: str = "zero", ties: str = "position",
+        reduction: str = "mean", validate: bool = True) -> Tensor:
+    r"""Ordered pair accuracy: the share of the pairs with ``y_i > y_j`` that the
+    scores rank in that order, ``#{y_i > y_j, i above j} / #{y_i > y_j}``.
+
+    Rax's ``opa_metric`` and TF-Ranking's OrderedPairAccuracy. Score ties: by position
+    (``ties="position"``), or each tied pair counted half ordered (``"average"``, its
+    expected value over the orders of the tie group); Rax counts a tied pair as
+    misordered. With binary labels and ``ties="average"`` it is the per-query ROC AUC
+    (scikit-learn's ``roc_auc_score`` of the list); ``reduction="none"`` gives the
+    per-list values to weight as a group AUC. A list whose labels are all equal (or
+    empty) has no pair and follows ``empty``. O(n log n) per list: a Fenwick tree over
+    the labels' ranks counts the pairs, none is formed.
+    """
+    return _single("opa", scores, labels, _layout(offsets, lengths, mask, group_ids), None,
+                   reduction, _Options(empty=empty, ties=ties), validate)
+
+
 def _parse_specs(metrics) -> List[Tuple[str, Optional[int]]]:
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -345,7 +375,7 @@ def evaluate(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None
 
     ``metrics``: names ``ndcg``, ``dcg``, ``mrr``, ``ap``/``map``, ``precision``/``p``,
     ``recall``, ``err``, ``success``/``hit_rate``, each optionally with ``@k``, and
-    ``rprec``/``r_precision`` (no cut-off). Returns ``{spec: value}`` in the
+    ``rprec``/``r_precision`` and ``opa`` (no cut-off). Returns ``{spec: value}`` in the
     given order: scalars for ``reduction="mean"``/``"sum"``, ``[B]`` for ``"none"``.
     The options mean what they mean in the single-metric functions.
     """

@@ -39,6 +39,7 @@ __all__ = [
     "err",
     "success",
     "r_precision",
+    "opa",
     "evaluate",
 ]
 
@@ -203,7 +204,24 @@ def lambdaloss(scores, labels, *, variant="ndcg2pp", sigma=1.0, k=None, mu=5.0, 
 _METRIC_ALIASES = {"ndcg": "ndcg", "dcg": "dcg", "mrr": "mrr", "ap": "ap", "map": "ap",
                    "precision": "precision", "p": "precision", "recall": "recall", "err": "err",
                    "success": "success", "hit_rate": "success", "rprec": "rprec",
-                   "r_precision": "rprec"}
+                   "r_precision": "rprec", "opa": "opa"}
+
+
+def _ordered_pair_accuracy(S, Y, valid, ties):
+    """OPA [B] and defined [B] over the ``[B, L, L]`` pairs: the share of the pairs with
+    y_i > y_j where i ranks above j (ties="position") or, with ties="average", where
+    s_i > s_j, a tied pair (NaN as -inf) counting one half."""
+    pair = valid[:, :, None] & valid[:, None, :] & (Y[:, :, None] > Y[:, None, :])
+    if ties == "position":
+        r = ranks(S, valid)
+        ordered = (r[:, :, None] < r[:, None, :]).to(torch.float64)
+    else:
+        key = torch.where(S.isnan(), torch.full_like(S, -float("inf")), S)
+        ordered = ((key[:, :, None] > key[:, None, :]).to(torch.float64)
+                   + 0.5 * (key[:, :, None] == key[:, None, :]).to(torch.float64))
+    total = pair.sum((1, 2)).to(torch.float64)
+    value = (ordered * pair).sum((1, 2)) / total.clamp_min(1)
+    return value, total > 0
 
 
 def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
@@ -243,6 +261,8 @@ def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
             v = (rel & cut).any(1).to(torch.float64)
         elif name == "rprec":  # hits within the first R ranks, over R
             v = (rel & (pos <= R[:, None])).to(torch.float64).sum(1) / R.clamp_min(1)
+        elif name == "opa":
+            v, has_pair = _ordered_pair_accuracy(S, Y, valid, "position")
         elif name in ("precision", "recall"):
             h = torch.where(cut, rel.to(torch.float64), zero).sum(1)
             if name == "recall":
@@ -253,7 +273,7 @@ def _metric_table(S, Y, valid, specs, gain, threshold, max_grade, divide_by):
         else:  # err
             v = torch.where(cut, reach * p_stop / pos, zero).sum(1)
         rows.append(v)
-        defined.append(any_gain if name in ("ndcg", "dcg", "err") else R > 0)
+        defined.append(any_gain if name in ("ndcg", "dcg", "err") else has_pair if name == "opa" else R > 0)
     return torch.stack(rows), torch.stack(defined)
 
 
@@ -272,6 +292,8 @@ def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_b
     subsets of the group of prod (1 - p_stop).
     """
     B = S.shape[0]
+    if any(name == "opa" for name, _ in specs):  # [B, L, L]: only when asked for
+        opa_values, opa_defined = _ordered_pair_accuracy(S, Y, valid, "average")
     keys = torch.where(S.isnan(), torch.full_like(S, -float("inf")), S)
     order = torch.sort(ranks(S, valid), dim=1).indices
     values = torch.zeros(len(specs), B, dtype=torch.float64)
@@ -333,6 +355,8 @@ def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_b
                     v = 1.0 - math.comb(g0 - h0, c) / math.comb(g0, c)
             elif name == "rprec":
                 v = sum(e_rel[:int(R)]) / R if R > 0 else 0.0
+            elif name == "opa":
+                v = float(opa_values[b])
             elif name == "ap":
                 v = sum(e_ap[:cut]) / R if R > 0 else 0.0
             elif name in ("precision", "recall"):
@@ -345,7 +369,8 @@ def _tie_averaged_table(S, Y, valid, specs, gain, threshold, max_grade, divide_b
             else:  # err
                 v = sum(e_err[:cut])
             values[j, b] = v
-            defined[j, b] = any(y > 0 for y in ys) if name in ("ndcg", "dcg", "err") else R > 0
+            defined[j, b] = (any(y > 0 for y in ys) if name in ("ndcg", "dcg", "err")
+                             else bool(opa_defined[b]) if name == "opa" else R > 0)
     return values, defined
 
 
@@ -438,6 +463,11 @@ def r_precision(scores, labels, *, relevance_threshold=1.0, empty="zero", ties="
                 reduction="mean", **layout):
     return _reference_metrics(scores, labels, [("rprec", None)], relevance_threshold=relevance_threshold,
                               empty=empty, ties=ties, reduction=reduction, **layout)[0]
+
+
+def opa(scores, labels, *, empty="zero", ties="position", reduction="mean", **layout):
+    return _reference_metrics(scores, labels, [("opa", None)], empty=empty, ties=ties,
+                              reduction=reduction, **layout)[0]
 
 
 def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):

@@ -22,6 +22,7 @@ struct MetricArgs {
   bool precision_by_k;
   bool average_ties;   // ties="average": expected values over the orders of tie groups
   bool needs_err;      // an ERR metric is requested (ties="average" then runs its recurrences)
+  bool needs_opa;      // OPA is requested (the labels' dense ranks and the pair counts)
   int64_t max_k;       // largest cut-off any metric reads (0: whole list)
   int64_t max_ndcg_k;  // same over the NDCG metrics; -1: no NDCG requested
 };
@@ -36,8 +37,9 @@ inline Metric parse_metric(const std::string& s) {
   if (s == "err") return Metric::Err;
   if (s == "success") return Metric::Success;
   if (s == "rprec") return Metric::RPrecision;
+  if (s == "opa") return Metric::Opa;
   TORCH_CHECK(false, "rankops: metrics must be among 'ndcg', 'dcg', 'mrr', 'ap', 'precision', "
-              "'recall', 'err', 'success', 'rprec', got '", s, "'");
+              "'recall', 'err', 'success', 'rprec', 'opa', got '", s, "'");
 }
 
 inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at::IntArrayRef ks,
@@ -62,6 +64,7 @@ inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at:
   a.max_k = 0;
   a.max_ndcg_k = -1;
   a.needs_err = false;
+  a.needs_opa = false;
   bool whole = false;
   for (size_t j = 0; j < metrics.size(); ++j) {
     const Metric m = parse_metric(std::string(metrics[j]));
@@ -69,9 +72,12 @@ inline MetricArgs parse_metric_args(c10::ArrayRef<c10::string_view> metrics, at:
     TORCH_CHECK(k >= 0, "rankops: ks must be >= 1, or 0 for the whole list, got ", k);
     TORCH_CHECK(m != Metric::RPrecision || k == 0,
                 "rankops: rprec has no cut-off (it reads the first R items), got k = ", k);
+    TORCH_CHECK(m != Metric::Opa || k == 0,
+                "rankops: opa has no cut-off (it counts the pairs of the whole list), got k = ", k);
     a.metrics.push_back(m);
     a.ks.push_back(k);
     a.needs_err = a.needs_err || m == Metric::Err;
+    a.needs_opa = a.needs_opa || m == Metric::Opa;
     whole = whole || k == 0;
     a.max_k = std::max(a.max_k, k);
     if (m == Metric::Ndcg)

@@ -12,9 +12,11 @@
 //   ERR@k       = sum_{r <= k'} (1/r) p_r prod_{i < r} (1 - p_i),  p = (2^y - 1) / 2^max_grade
 //   success@k   = 1 if a relevant item is among the first k', else 0 (MetricPrefix::found)
 //   R-precision = hits@R / R: precision at the list's own number of relevant items
+//   OPA         = share of the pairs y_i > y_j ranked in that order (pair_accuracy_math.h)
 // relevant: y >= relevance_threshold. A metric is "defined" for a list when its
 // denominator can be non-zero: a positive gain (ndcg, dcg, err) or a relevant item
-// (the binary metrics); the Python layer applies the `empty` option to the others.
+// (the binary metrics), or a pair of different labels (OPA); the Python layer applies
+// the `empty` option to the others.
 // Ties: broken by position (MetricPrefix::add over the stable order), or averaged over
 // every order of each tie group (tie_averaged_scan: ties="average").
 #pragma once
@@ -22,18 +24,22 @@
 #include <cstdint>
 
 #include "macros.h"
+#include "pair_accuracy_math.h"
 #include "pair_math.h"
 
 namespace rankops {
 
 enum class Metric : int {
-  Ndcg = 0, Dcg = 1, Mrr = 2, Ap = 3, Precision = 4, Recall = 5, Err = 6, Success = 7, RPrecision = 8
+  Ndcg = 0, Dcg = 1, Mrr = 2, Ap = 3, Precision = 4, Recall = 5, Err = 6, Success = 7, RPrecision = 8,
+  Opa = 9
 };
 
-// Does the metric's "defined" flag come from positive gains (graded) or from the
-// relevance threshold (binary)?
-RANKOPS_HD bool metric_is_graded(Metric m) {
-  return m == Metric::Ndcg || m == Metric::Dcg || m == Metric::Err;
+// Is metric m defined for a list (a non-zero denominator)? Graded metrics need a
+// positive gain, the binary ones a relevant item, OPA a pair of different labels.
+RANKOPS_HD bool metric_defined(Metric m, bool any_gain, double num_relevant, const PairCounts& pairs) {
+  if (m == Metric::Ndcg || m == Metric::Dcg || m == Metric::Err) return any_gain;
+  if (m == Metric::Opa) return pairs.defined();
+  return num_relevant > 0.0;
 }
 
 // D(r) for a 0-based rank position p (rank p + 1).
@@ -73,7 +79,8 @@ struct MetricPrefix {
 };
 
 // How many leading items metric m with cut-off k (0: whole list) reads in a list of n
-// items with R relevant ones: min(k, n), or R for R-precision.
+// items with R relevant ones: min(k, n), or R for R-precision (OPA reads no prefix:
+// it has no cut-off, k = 0, and its counts come from ordered_pair_counts).
 RANKOPS_HD int64_t metric_cut(Metric m, int64_t k, int64_t n, double num_relevant) {
   if (m == Metric::RPrecision) return static_cast<int64_t>(num_relevant);
   return k == 0 ? n : (k < n ? k : n);
@@ -81,9 +88,11 @@ RANKOPS_HD int64_t metric_cut(Metric m, int64_t k, int64_t n, double num_relevan
 
 // The value of metric m with cut-off k (0: whole list) for a list of n items, given the
 // running sums over its first metric_cut(m, k, n, R) items, the ideal DCG at that cut-off
-// and the number of relevant items R. Undefined metrics (zero denominator) give 0.
+// the number of relevant items R and the list's ordered pair counts (OPA only).
+// Undefined metrics (zero denominator) give 0.
 RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefix& at_k,
-                               double idcg_k, double num_relevant, bool precision_divides_by_k) {
+                               double idcg_k, double num_relevant, const PairCounts& pairs,
+                               bool precision_divides_by_k) {
   switch (m) {
     case Metric::Ndcg:
       return idcg_k > 0.0 ? at_k.dcg / idcg_k : 0.0;
@@ -105,6 +114,8 @@ RANKOPS_HD double metric_value(Metric m, int64_t k, int64_t n, const MetricPrefi
       return at_k.found;
     case Metric::RPrecision:
       return num_relevant > 0.0 ? at_k.hits / num_relevant : 0.0;
+    case Metric::Opa:
+      return pairs.accuracy();
   }
   return 0.0;
 }

@@ -1,12 +1,14 @@
 // CPU kernel of the ranking metrics (NDCG, DCG, MRR, AP, P, recall, ERR, success at any
-// cut-offs; R-precision).
+// cut-offs; R-precision, ordered pair accuracy).
 //
 // Per list, one task of at::parallel_for (chunked by n log n):
 //  1. order the items by score descending, ties by position (NaN as -inf); only the
 //     prefix that the largest cut-off reads is sorted (partial sort: the keys
 //     (rank key, index) are unique, so the order is the stable one);
 //  2. one pass over that prefix accumulates running DCG, hits, sum of P@r, ERR;
-//  3. every requested (metric, k) reads the running sums at min(k, n), plus IDCG@k
+//  3. OPA (whole list, sorted in full): the labels' dense ranks (a sort of the label
+//     keys), then ordered_pair_counts' walk in rank order (csrc/common/pair_accuracy_math.h);
+//  4. every requested (metric, k) reads the running sums at min(k, n), plus IDCG@k
 //     (a second partial sort, of the gains) and the number of relevant items.
 // ties="average" sorts the whole list (a tie group can straddle the cut-off) and scans
 // it with tie_averaged_scan (csrc/common/metric_math.h) instead of step 2.
@@ -68,6 +70,8 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
     std::vector<MetricPrefix> prefix;
     std::vector<Key> sorted_keys;      // ties="average": the groups
     std::vector<double> err_scratch;   // and ERR's recurrences
+    std::vector<std::pair<uint64_t, int64_t>> by_label;  // OPA: (label key, item)
+    std::vector<int64_t> label_rank, rank_tree;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t start = off[b], n = off[b + 1] - off[b];
       if (n == 0) continue;  // no relevant item: every metric 0 and undefined
@@ -136,14 +140,34 @@ void ranking_metrics_kernel(const at::Tensor& scores, const at::Tensor& labels,
         for (int64_t p = 0; p < itop; ++p) idcg_prefix[p + 1] = idcg_prefix[p] + ideal[p] * discount_at(p);
       }
 
-      // 3. every (metric, k)
+      // 3. ordered pairs (OPA asks for k = 0, so order holds the whole list)
+      PairCounts pairs;
+      if (args.needs_opa) {
+        by_label.resize(n);
+        for (int64_t i = 0; i < n; ++i) by_label[i] = {orderable_key(y[i]), i};
+        std::sort(by_label.begin(), by_label.end());
+        label_rank.resize(n);
+        int64_t twice_pairs = 0;
+        const int64_t num_ranks = dense_label_ranks(
+            n, [&](int64_t q) { return by_label[q].first; },
+            [&](int64_t q, int64_t r) { label_rank[by_label[q].second] = r; }, &twice_pairs);
+        if (twice_pairs > 0) {
+          rank_tree.assign(num_ranks, 0);
+          pairs = ordered_pair_counts(
+              n, num_ranks, twice_pairs,
+              [&](int64_t p) { return args.average_ties && sorted_keys[p] == sorted_keys[p - 1]; },
+              [&](int64_t p) { return label_rank[order[p]]; }, rank_tree.data());
+        }
+      }
+
+      // 4. every (metric, k)
       for (int64_t j = 0; j < M; ++j) {
         const Metric m = args.metrics[j];
         const int64_t k = args.ks[j];
         const int64_t cut = metric_cut(m, k, n, num_relevant);
         const double idcg = m == Metric::Ndcg ? idcg_prefix[cut] : 0.0;
-        out[j * B + b] = metric_value(m, k, n, prefix[cut], idcg, num_relevant, args.precision_by_k);
-        ok[j * B + b] = metric_is_graded(m) ? any_gain : num_relevant > 0.0;
+        out[j * B + b] = metric_value(m, k, n, prefix[cut], idcg, num_relevant, pairs, args.precision_by_k);
+        ok[j * B + b] = metric_defined(m, any_gain, num_relevant, pairs);
       }
     }
   });

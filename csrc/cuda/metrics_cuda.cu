@@ -14,8 +14,13 @@
 //     groups off the sorted keys, and overwrites the running sums (and writes the
 //     expected reciprocal rank and the chance of a hit so far); a plain sequential
 //     pass, simple rather than fast;
-//  5. one thread per (metric, list) reads the running sums at metric_cut: min(k, n),
-//     or R for R-precision.
+//  5. OPA: the label keys (orderable_key, as on the CPU) sorted within each list by a
+//     second segmented radix sort; one thread per list gives its items dense label
+//     ranks and walks the score order with ordered_pair_counts
+//     (csrc/common/pair_accuracy_math.h, the CPU's code; a Fenwick tree in global
+//     scratch); a sequential pass per list, simple rather than fast;
+//  6. one thread per (metric, list) reads the running sums at metric_cut: min(k, n),
+//     or R for R-precision, and the pair counts.
 // No atomics: every output has one writer, so results are deterministic.
 // Status: compiles with nvcc 13.0 for sm_90 (torch 2.14.1+cu130); not yet run on a GPU,
 // tests/test_metrics.py::test_cuda_matches_cpu and the device-parametrised tests check it.
@@ -34,6 +39,7 @@
 #include "../common/checks.h"
 #include "../common/metric_args.h"
 #include "../common/metric_math.h"
+#include "../common/sort_keys.h"
 #include "cuda_utils.cuh"
 
 namespace rankops {
@@ -71,6 +77,7 @@ struct ScanOut {
   double* rr;            // [N] running expected 1/rank of the first relevant item
   double* found;         // [N] and chance that one was seen (ties="average" only;
                          // nullptr: read first_rel)
+  int64_t* pair_counts;  // [2, B] twice the ordered pairs, twice the pairs (OPA only)
 };
 
 template <typename scalar_t, typename K>
@@ -206,6 +213,45 @@ __global__ void tie_average_kernel(const int64_t* __restrict__ off, int64_t B,
       });
 }
 
+__global__ void label_keys_kernel(const double* __restrict__ y, int64_t n,
+                                  uint64_t* __restrict__ keys, int* __restrict__ index) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  keys[i] = orderable_key(y[i]);
+  index[i] = static_cast<int>(i);
+}
+
+// OPA, one thread per list. by_label_keys/by_label_items: the list's label keys sorted
+// ascending and their items; order: the items by score; score_keys: the sorted score
+// keys for ties="average" (nullptr: ties by position); label_rank, tree: [N] scratch.
+template <typename K>
+__global__ void pair_accuracy_kernel(const int64_t* __restrict__ off, int64_t B,
+                                     const uint64_t* __restrict__ by_label_keys,
+                                     const int* __restrict__ by_label_items,
+                                     const int* __restrict__ order, const K* __restrict__ score_keys,
+                                     int* __restrict__ label_rank, int* __restrict__ tree,
+                                     int64_t* __restrict__ pair_counts) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b >= B) return;
+  const int64_t start = off[b], n = off[b + 1] - start;
+  int64_t twice_pairs = 0;
+  const int64_t num_ranks = dense_label_ranks(
+      n, [&](int64_t q) { return by_label_keys[start + q]; },
+      [&](int64_t q, int64_t r) { label_rank[by_label_items[start + q]] = static_cast<int>(r); },
+      &twice_pairs);
+  PairCounts pairs;
+  if (twice_pairs > 0) {
+    int* list_tree = tree + start;
+    for (int64_t r = 0; r < num_ranks; ++r) list_tree[r] = 0;
+    const K* key = score_keys != nullptr ? score_keys + start : nullptr;
+    pairs = ordered_pair_counts(
+        n, num_ranks, twice_pairs, [&](int64_t p) { return key != nullptr && key[p] == key[p - 1]; },
+        [&](int64_t p) { return static_cast<int64_t>(label_rank[order[start + p]]); }, list_tree);
+  }
+  pair_counts[b] = pairs.twice_ordered;
+  pair_counts[B + b] = pairs.twice_pairs;
+}
+
 __global__ void finalize_kernel(const int64_t* __restrict__ off, int64_t B, MetricTable table,
                                 bool precision_by_k, ScanOut in, double* __restrict__ values,
                                 bool* __restrict__ defined) {
@@ -232,8 +278,13 @@ __global__ void finalize_kernel(const int64_t* __restrict__ off, int64_t B, Metr
     at.found = in.found != nullptr ? in.found[q] : (first_in ? 1.0 : 0.0);
     if (m == Metric::Ndcg) idcg = in.idcg[q];
   }
-  values[t] = metric_value(m, k, n, at, idcg, R, precision_by_k);
-  defined[t] = metric_is_graded(m) ? in.any_gain[b] : R > 0.0;
+  PairCounts pairs;
+  if (in.pair_counts != nullptr) {
+    pairs.twice_ordered = in.pair_counts[b];
+    pairs.twice_pairs = in.pair_counts[B + b];
+  }
+  values[t] = metric_value(m, k, n, at, idcg, R, pairs, precision_by_k);
+  defined[t] = metric_defined(m, in.any_gain[b], R, pairs);
 }
 
 }  // namespace
@@ -307,11 +358,13 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
   auto num_relevant = at::empty({B}, dopt.dtype(at::kDouble));
   auto any_gain = at::empty({B}, dopt.dtype(at::kBool));
   auto first_rel = at::empty({B}, dopt.dtype(at::kLong));
+  auto pair_counts = args.needs_opa ? at::zeros({2, B}, dopt.dtype(at::kLong)) : at::Tensor();
   double* pre = prefix.data_ptr<double>();
   ScanOut scan{pre, pre + N, pre + 2 * N, pre + 3 * N,
                need_idcg ? idcg.data_ptr<double>() : nullptr, num_relevant.data_ptr<double>(),
                any_gain.data_ptr<bool>(), first_rel.data_ptr<int64_t>(),
-               args.average_ties ? pre + 4 * N : nullptr, args.average_ties ? pre + 5 * N : nullptr};
+               args.average_ties ? pre + 4 * N : nullptr, args.average_ties ? pre + 5 * N : nullptr,
+               args.needs_opa ? pair_counts.data_ptr<int64_t>() : nullptr};
   ScanArgs sa{args.gain, args.threshold, 1.0 / std::exp2(args.max_grade), args.max_k,
               args.max_ndcg_k};
   const int64_t scan_blocks = (B + kWarpsPerBlock - 1) / kWarpsPerBlock;
@@ -327,6 +380,35 @@ std::tuple<at::Tensor, at::Tensor> ranking_metrics_cuda(
       tie_average_kernel<scalar_t><<<blocks, threads, 0, stream>>>(
           off_p, B, keys_sorted.data_ptr<scalar_t>(), y.data_ptr<double>(),
           index_out.data_ptr<int>(), sa, args.needs_err ? scratch.data_ptr<double>() : nullptr, scan);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+
+  if (args.needs_opa && N > 0) {
+    auto label_keys_in = at::empty({N}, dopt.dtype(at::kLong));
+    auto label_keys_out = at::empty({N}, dopt.dtype(at::kLong));
+    auto label_items_in = at::empty({N}, dopt.dtype(at::kInt));
+    auto label_items_out = at::empty({N}, dopt.dtype(at::kInt));
+    auto label_rank = at::empty({N}, dopt.dtype(at::kInt));
+    auto tree = at::empty({N}, dopt.dtype(at::kInt));
+    auto* keys_in = reinterpret_cast<uint64_t*>(label_keys_in.data_ptr<int64_t>());
+    auto* keys_out = reinterpret_cast<uint64_t*>(label_keys_out.data_ptr<int64_t>());
+    const int threads = 256;
+    label_keys_kernel<<<(N + threads - 1) / threads, threads, 0, stream>>>(
+        y.data_ptr<double>(), N, keys_in, label_items_in.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda::cub_call(scores.device(), [&](void* temp, size_t& bytes) {
+      return cub::DeviceSegmentedRadixSort::SortPairs(
+          temp, bytes, keys_in, keys_out, label_items_in.data_ptr<int>(), label_items_out.data_ptr<int>(),
+          static_cast<int>(N), static_cast<int>(B), off_p, off_p + 1, 0, 64, stream);
+    });
+    const int list_threads = 128;
+    const int64_t blocks = (B + list_threads - 1) / list_threads;
+    AT_DISPATCH_FLOATING_TYPES(keys_sorted.scalar_type(), "ranking_metrics_cuda_opa", [&] {
+      pair_accuracy_kernel<scalar_t><<<blocks, list_threads, 0, stream>>>(
+          off_p, B, keys_out, label_items_out.data_ptr<int>(), index_out.data_ptr<int>(),
+          args.average_ties ? keys_sorted.data_ptr<scalar_t>() : nullptr, label_rank.data_ptr<int>(),
+          tree.data_ptr<int>(), pair_counts.data_ptr<int64_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
