@@ -16,7 +16,7 @@ from rankops import reference
 from lists import random_batch
 
 NAMES = ["ndcg", "dcg", "mrr", "ap", "precision", "recall", "err", "success"]
-SPECS = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@2", "@3", "@5")] + ["rprec"]
+SPECS = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@2", "@3", "@5")] + ["rprec", "opa"]
 
 
 def _tie_groups(scores):
@@ -188,7 +188,7 @@ def test_long_lists_with_large_tie_groups_match_reference(device, dtype):
     s[3] = float("nan")
     s[10] = -float("inf")
     s[11] = -0.0
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")] + ["rprec"]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")] + ["rprec", "opa"]
     kw = dict(metrics=specs, reduction="none", ties="average", max_grade=3)
     got = M.evaluate(s.to(device), y.to(device), offsets=offsets.to(device), **kw)
     want = reference.evaluate(s, y, offsets=offsets, **kw)
@@ -315,7 +315,7 @@ def test_cuda_matches_cpu(dtype):
                                  dtype=dtype)
     s[5] = float("nan")
     s[7] = -0.0
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")] + ["rprec"]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")] + ["rprec", "opa"]
     kw = dict(metrics=specs, reduction="none", ties="average", max_grade=3)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
     for kw["metrics"] in (specs, ["err@10", "mrr@10", "ap@10", "ndcg@1"]):  # whole lists, cut scans

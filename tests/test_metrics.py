@@ -320,7 +320,7 @@ def test_evaluate_matches_reference(device, ties, empty, gain):
     lengths = EDGE_LENGTHS + [5, 0, 12, 1000]
     s, y, offsets = random_batch(lengths, device=device, ties=ties, grades=3, seed=7)
     y[offsets[2]:offsets[3]] = 0  # a list with no relevant item
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@5", "@10", "@300")] + ["rprec"]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@5", "@10", "@300")] + ["rprec", "opa"]
     for reduction in ("none", "mean", "sum"):
         for divide_by in ("min_k_n", "k"):
             kw = dict(offsets=offsets, metrics=specs, empty=empty, gain=gain, reduction=reduction,
@@ -339,7 +339,7 @@ def test_random_masks_match_reference(device, special, empty, packing):
     # NaN (ranked as -inf, by position) with padding before them: every real item, -inf
     # and NaN included, ranks before every padding slot.
     S, Y, _, mask = (t.to(device) for t in random_masked(30, 25, seed=8, special=special))
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@3", "@10")] + ["rprec"]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@3", "@10")] + ["rprec", "opa"]
     kw = dict(mask=mask, metrics=specs, empty=empty, max_grade=3.0)
     for reduction in ("none", "mean"):
         got = M.evaluate(S, Y, reduction=reduction, **kw)
@@ -406,7 +406,7 @@ def test_integer_and_bool_labels_equal_float_labels(device, label_dtype):
     # labels of any real dtype (DESIGN §2): the metrics of the same labels as floats
     s, y, offsets = random_batch([5, 0, 8, 1, 30, 12], device=device, grades=4, ties=True, seed=14)
     y_int = (y > 0) if label_dtype == torch.bool else y.to(label_dtype)
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@3")] + ["rprec"]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@3")] + ["rprec", "opa"]
     for empty in ("zero", "skip"):
         kw = dict(offsets=offsets, metrics=specs, empty=empty, max_grade=3, reduction="none")
         got = M.evaluate(s, y_int, **kw)
@@ -508,6 +508,112 @@ def test_bad_arguments():
         M.map(s, y, reduction="none")
     with pytest.raises(RuntimeError, match="metrics must be among"):
         torch.ops.rankops.ranking_metrics(s, y, torch.tensor([0, 3]), ["auc"], [0], "exp2", 1.0, 4.0, "k")
+
+
+# --------------------------------------------------------------------------------------
+# Ordered pair accuracy (OPA): hand counts, its AUC identity (scikit-learn), long lists
+
+# Seven items already in score order, one score tie (items 4 and 5, labels 1 and 0).
+OPA_SCORES = [0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.1]
+OPA_LABELS = [2.0, 0.0, 1.0, 0.0, 1.0, 0.0, 3.0]
+# Label counts 0:3, 1:2, 2:1, 3:1, so 21 pairs - 3 (the three 0s) - 1 (the two 1s) = 17
+# pairs with different labels. Ordered ones, counted as the items below each item with a
+# smaller label: item 0 (y=2): 5; item 2 (y=1): 2 (items 3, 5); item 4 (y=1): 1 (item 5);
+# the rest 0. So 8/17 with ties by position. With ties="average" the tied pair (4, 5)
+# counts one half instead of one: 7.5/17.
+OPA_BY_POSITION, OPA_AVERAGED = 8 / 17, 7.5 / 17
+
+
+def test_opa_hand_values(device):
+    s = torch.tensor(OPA_SCORES, dtype=torch.float64, device=device)
+    y = torch.tensor(OPA_LABELS, dtype=torch.float64, device=device)
+    assert M.opa(s, y).item() == pytest.approx(OPA_BY_POSITION, rel=1e-15)
+    assert M.opa(s, y, ties="average").item() == pytest.approx(OPA_AVERAGED, rel=1e-15)
+    # reversed scores: each of the 16 untied pairs flips (7 were ordered, so 9 are), the
+    # tied pair keeps its position order (item 4, y=1, above item 5, y=0: ordered): 10/17
+    rev = M.opa(-s, y).item()
+    assert rev == pytest.approx(10 / 17, rel=1e-15)
+    assert M.opa(-s, y, ties="average").item() == pytest.approx(1 - OPA_AVERAGED, rel=1e-15)
+    # it reads the whole list: the metric spec takes no cut-off
+    assert M.evaluate(s, y, metrics=["opa", "ndcg"])["opa"].item() == pytest.approx(OPA_BY_POSITION)
+
+
+def test_opa_is_the_per_list_roc_auc(device):
+    sk = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(31)
+    lengths = torch.randint(2, 80, (120,), generator=g).tolist()
+    s, y, offsets = random_batch(lengths, ties=True, grades=2, seed=32)  # binary, many ties
+    got = M.opa(s, y, offsets=offsets, ties="average", reduction="none", empty="skip")
+    checked = 0
+    for b in range(len(lengths)):
+        lo, hi = int(offsets[b]), int(offsets[b + 1])
+        yb = y[lo:hi].numpy()
+        if yb.min() == yb.max():  # no pair: AUC undefined, the list is skipped
+            assert math.isnan(got[b].item())
+            continue
+        want = sk.roc_auc_score(yb, s[lo:hi].numpy())
+        assert got[b].item() == pytest.approx(want, rel=1e-12, abs=1e-15), b
+        checked += 1
+    assert checked > 100
+
+
+def test_opa_of_a_huge_binary_list_matches_sklearn(device):
+    # 200,000 items: 1e10 pairs, beyond int32 counts
+    sk = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(33)
+    n = 200_000
+    y = (torch.rand(n, generator=g) < 0.5).to(torch.float64)
+    s = (y + 2.0 * torch.randn(n, generator=g, dtype=torch.float64)).round(decimals=1)  # ties
+    got = M.opa(s.to(device), y.to(device), ties="average").item()
+    assert got == pytest.approx(sk.roc_auc_score(y.numpy(), s.numpy()), rel=1e-12)
+    assert 0.6 < got < 0.7  # the signal above: far from 0.5 and 1
+
+
+@pytest.mark.parametrize("ties", ["position", "average"])
+def test_opa_graded_and_continuous_labels_match_reference(device, ties):
+    g = torch.Generator().manual_seed(34)
+    lengths = [0, 1, 2, 3, 33, 255, 1500, 3000]
+    s, y, offsets = random_batch(lengths, ties=True, grades=5, seed=35)
+    y = torch.where(torch.rand(y.shape, generator=g) < 0.5, y, torch.rand(y.shape, generator=g, dtype=torch.float64))
+    y[torch.rand(y.shape, generator=g) < 0.1] = -0.0  # equal to +0.0: the same label
+    s[5] = float("nan")
+    kw = dict(offsets=offsets, reduction="none", ties=ties, empty="skip")
+    got = M.opa(s.to(device), y.to(device), **{**kw, "offsets": offsets.to(device)}).cpu()
+    want = reference.opa(s, y, **kw)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15, equal_nan=True)
+    # ties="average" is antisymmetric in the scores; by position only without score ties
+    if ties == "average":
+        flipped = M.opa(-s, y, **kw)
+        torch.testing.assert_close(got + flipped, torch.where(got.isnan(), got, torch.ones_like(got)),
+                                   rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("empty", ["zero", "one", "skip"])
+def test_opa_lists_without_a_pair_follow_empty(device, empty):
+    # lists: empty, one item, all labels equal (5 items), two items of different labels
+    s = torch.tensor([0.3, 0.2, 0.5, 0.1, 0.9, 0.4, 0.1, 0.7], dtype=torch.float64, device=device)
+    y = torch.tensor([1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.0], dtype=torch.float64, device=device)
+    offsets = torch.tensor([0, 0, 1, 6, 8], device=device)
+    filler = {"zero": 0.0, "one": 1.0, "skip": math.nan}[empty]
+    got = M.opa(s, y, offsets=offsets, empty=empty, reduction="none").cpu()
+    want = torch.tensor([filler, filler, filler, 0.0], dtype=torch.float64)  # 0.1 over 0.7: wrong
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    mean = {"zero": 0.0, "one": 0.75, "skip": 0.0}[empty]
+    assert M.opa(s, y, offsets=offsets, empty=empty).item() == mean
+    assert reference.opa(s.cpu(), y.cpu(), offsets=offsets.cpu(), empty=empty).item() == mean
+
+
+def test_opa_bad_arguments():
+    s = torch.tensor([0.5, 0.2, 0.1])
+    y = torch.tensor([1.0, 0.0, 2.0])
+    with pytest.raises(ValueError, match="opa has no cut-off"):
+        M.evaluate(s, y, metrics=["opa@5"])
+    with pytest.raises(RuntimeError, match="opa has no cut-off"):
+        torch.ops.rankops.ranking_metrics(s, y, torch.tensor([0, 3]), ["opa"], [5], "exp2", 1.0, 4.0, "k")
+    with pytest.raises(ValueError, match="ties must be one of"):
+        M.opa(s, y, ties="random")
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        M.opa(s, -y)
 
 
 # --------------------------------------------------------------------------------------
@@ -681,7 +787,7 @@ def test_cuda_matches_cpu(dtype):
     s[5] = float("nan")
     s[7] = -0.0
     s[8] = 0.0
-    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")] + ["rprec"]
+    specs = [f"{n}{c}" for n in NAMES for c in ("", "@1", "@10", "@100")] + ["rprec", "opa"]
     kw = dict(metrics=specs, reduction="none", empty="one", max_grade=3)
     cpu = M.evaluate(s, y, offsets=offsets, **kw)
     gpu = M.evaluate(s.cuda(), y.cuda(), offsets=offsets.cuda(), **kw)

@@ -16,6 +16,8 @@ Conventions that differ, mapped here rather than hidden (README, docs/decisions.
   * Rax's ``dcg2_lambdaweight`` with ``topn`` follows Jagerman et al. 2022; rankops's k
     keeps the pairs with an item ranked <= k. NDCG-Loss2 is compared without k.
   * A single-item list's ApproxNDCG is 0 in rankops (DESIGN §3), -1 in Rax (its NDCG).
+  * ``opa_metric`` counts a pair of tied scores as misordered; rankops breaks the tie by
+    position or (``ties="average"``) counts it half ordered. Compared on distinct scores.
   * ``softmax_loss(label_norm=True)`` and ``poly1_softmax_loss`` of a list with no
     positive label: 0 in rankops, a uniform target in Rax's ``normalize_probabilities``.
 
@@ -378,3 +380,28 @@ def test_metrics(device, ties, metric, gain, k, layout):
     S, Y, _, where = padded_lists(lists)
     want = rax_fn(S, Y, where=where, topn=k, reduce_fn=None, **gain_args[1])
     np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-12, atol=1e-15)
+
+
+def test_opa(device, layout):
+    """Ordered pair accuracy on distinct scores (Rax counts a tied pair as misordered,
+    rankops breaks it by position or counts it half: compared without ties); a list with
+    no pair of different labels is 0 in both (Rax divides by max(pairs, 1))."""
+    lists = random_lists(11, ties=False)
+    scores, labels, _, where = rankops_inputs(lists, device, layout)
+    S, Y, _, rax_where = padded_lists(lists)
+    want = rax.opa_metric(S, Y, where=rax_where, reduce_fn=None)
+    for ties in ("position", "average"):
+        got = rankops.metrics.opa(scores, labels, ties=ties, reduction="none", **where)
+        np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-12, atol=1e-15)
+    assert np.count_nonzero(np.asarray(want) == 0) >= 3  # empty, all-equal, one-item lists
+
+
+def test_opa_tie_convention(device):
+    """The documented difference: constant scores order no pair for Rax (0), and rankops
+    counts each tied pair half under ties="average" (0.5, the ROC AUC of a constant)."""
+    y = np.array([3.0, 0.0, 1.0, 1.0, 2.0])
+    s = np.zeros_like(y)
+    want = float(rax.opa_metric(jnp.asarray(s), jnp.asarray(y)))
+    got = float(rankops.metrics.opa(torch.tensor(s, device=device), torch.tensor(y, device=device),
+                                    offsets=torch.tensor([0, 5], device=device), ties="average"))
+    assert want == 0.0 and got == 0.5
