@@ -24,6 +24,12 @@ have one length), and against rankops' own ``ties="position"`` on the same score
 averaging costs). Agreement first: NDCG@10 with scikit-learn on every query, every metric
 with ``rankops.reference`` (a Python loop over lists and tie groups: checked on the first
 300 queries, not timed).
+
+``--opa``: ordered pair accuracy (``rankops.metrics.opa``) on the same web-like queries,
+graded labels 0-4, against ``rankops.reference.opa`` (the ``[B, L, L]`` pairs, called on
+chunks of 25 consecutive queries so that its pairs fit in memory), and on the labels cut to
+binary (y >= 1) with ``ties="average"``, the per-query ROC AUC, against scikit-learn's
+``roc_auc_score`` per query (queries with both classes). Agreement first, to 1e-12.
 """
 from __future__ import annotations
 
@@ -163,6 +169,80 @@ def tied_main(a):
             f.write("\n".join(lines) + "\n")
 
 
+def opa_main(a):
+    """--opa: ordered pair accuracy against the reference and scikit-learn's ROC AUC."""
+    from rankops.metrics import opa
+    dev = a.device
+    lengths = common.web_like_lengths(num_lists=a.queries)
+    _, y, offsets = common.make_batch(lengths)
+    n = int(offsets[-1])
+    g = torch.Generator().manual_seed(1)
+    s = 1.0 - torch.rand(n, generator=g, dtype=torch.float64)  # (0, 1], ties improbable
+    binary = (y >= 1).to(y.dtype)
+    s, y, binary, offsets = (t.to(dev) for t in (s, y, binary, offsets))
+    off = offsets.cpu().tolist()
+    chunk = 25
+
+    def run_reference():
+        parts = []
+        for b in range(0, a.queries, chunk):
+            e = min(b + chunk, a.queries)
+            o = offsets[b:e + 1] - offsets[b]
+            parts.append(reference.opa(s[off[b]:off[e]], y[off[b]:off[e]], offsets=o, reduction="none"))
+        return torch.cat(parts)
+
+    ours = opa(s, y, offsets=offsets, reduction="none")
+    ref = run_reference()
+    ref_diff = (ours.double() - ref.double()).abs().max().item()
+    if not ref_diff <= 1e-12:
+        raise SystemExit(f"rankops and the reference disagree: {ref_diff:.2e}")
+    auc = opa(s, binary, offsets=offsets, ties="average", reduction="none")
+
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        roc_auc_score = None
+    sk_diff = t_sk = None
+    if roc_auc_score is not None:
+        so, bo = s.cpu().numpy(), binary.cpu().numpy()
+        qs = [q for q in range(a.queries) if 0 < bo[off[q]:off[q + 1]].sum() < off[q + 1] - off[q]]
+
+        def run_sklearn():
+            return [roc_auc_score(bo[off[q]:off[q + 1]], so[off[q]:off[q + 1]]) for q in qs]
+
+        theirs = torch.tensor(run_sklearn(), dtype=torch.float64)
+        sk_diff = (auc.cpu()[qs].double() - theirs).abs().max().item()
+        if not sk_diff <= 1e-12:
+            raise SystemExit(f"rankops and scikit-learn disagree: {sk_diff:.2e}")
+        t_sk = common.time_fn(run_sklearn, "cpu", repeats=1, warmup=0)
+
+    t_ops = common.time_fn(lambda: opa(s, y, offsets=offsets, reduction="none"), dev, repeats=a.repeats)
+    t_auc = common.time_fn(lambda: opa(s, binary, offsets=offsets, ties="average", reduction="none"),
+                           dev, repeats=a.repeats)
+    t_ref = common.time_fn(run_reference, dev, repeats=max(3, a.repeats // 2))
+    lines = [common.machine_banner(dev), "",
+             f"Command: `python benchmarks/bench_metrics.py {' '.join(sys.argv[1:])}`", "",
+             f"{a.queries:,} web-like queries (median ~120 items, max 1,000), {n:,} items, float64 "
+             f"scores in (0, 1]. Mean OPA (labels 0-4) {ours.mean().item():.6f}; mean per-query AUC "
+             f"(labels y >= 1) {auc.mean().item():.6f}.", "",
+             "| implementation | time | queries/s | rankops speed-up | max abs. diff (per query) |",
+             "|---|---|---|---|---|",
+             f"| rankops `opa` (labels 0-4) | {common.fmt_time(t_ops)} | {a.queries / t_ops:,.0f} | 1.0x | – |",
+             f"| rankops.reference `opa` (`[B, L, L]`, chunks of {chunk} queries) | {common.fmt_time(t_ref)} | "
+             f"{a.queries / t_ref:,.0f} | {t_ref / t_ops:.0f}x | {ref_diff:.1e} |",
+             f"| rankops `opa(ties=\"average\")`, binary labels (the per-query AUC) | {common.fmt_time(t_auc)} | "
+             f"{a.queries / t_auc:,.0f} | 1.0x | – |"]
+    if roc_auc_score is None:
+        lines.append("| scikit-learn `roc_auc_score` per query | not installed | – | – | – |")
+    else:
+        lines.append(f"| scikit-learn `roc_auc_score` per query ({len(qs):,} with both classes) | "
+                     f"{common.fmt_time(t_sk)} | {len(qs) / t_sk:,.0f} | {t_sk / t_auc:.0f}x | {sk_diff:.1e} |")
+    print("\n".join(lines), flush=True)
+    if a.out:
+        with open(a.out, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--queries", type=int, default=10000)
@@ -170,7 +250,10 @@ def main():
     p.add_argument("--out", help="also write the Markdown table here")
     p.add_argument("--device", default="cpu", help="rankops, the reference and torchmetrics run here")
     p.add_argument("--tied", action="store_true", help='tied scores, ties="average" vs scikit-learn')
+    p.add_argument("--opa", action="store_true", help="ordered pair accuracy vs the reference and scikit-learn's AUC")
     a = p.parse_args()
+    if a.opa:
+        return opa_main(a)
     if a.tied:
         return tied_main(a)
     dev = a.device
