@@ -108,6 +108,14 @@ timeout "$(left 60)" python3 benchmarks/bench_metrics.py --device cuda --tied --
 { echo; cat "$RAW/bench_metrics_tied.md" 2>/dev/null || true; } >> "$LOG/bench_metrics_cuda.md"
 if [ "$RC" -ne 0 ]; then BENCH_RC=$RC; fi
 step "bench_metrics --tied rc=$RC"
+# ordered pair accuracy (one thread per list on CUDA) against the reference and
+# scikit-learn's per-query AUC: appended too
+RC=0
+timeout "$(left 60)" python3 benchmarks/bench_metrics.py --device cuda --opa --repeats 3 \
+  --out "$RAW/bench_metrics_opa.md" 2>&1 | tee "$RAW/bench_metrics_opa.txt" || RC=$?
+{ echo; cat "$RAW/bench_metrics_opa.md" 2>/dev/null || true; } >> "$LOG/bench_metrics_cuda.md"
+if [ "$RC" -ne 0 ]; then BENCH_RC=$RC; fi
+step "bench_metrics --opa rc=$RC"
 
 # compute-sanitizer (memcheck, then racecheck) over every kernel path on small inputs, with
 # what is left of the budget; skipped where the tool is missing or refuses the device.

@@ -70,9 +70,9 @@ for dtype in (torch.float32, torch.float64, torch.float16):
             sync()
         out = rankops.metrics.evaluate(s.detach(), y, offsets=off,
                                        metrics=["ndcg@10", "ndcg", "map", "mrr", "precision@5",
-                                                "recall@5", "err@10"])
+                                                "recall@5", "err@10", "rprec", "opa"])
         out = rankops.metrics.evaluate(s.detach().round(decimals=1), y, offsets=off,
-                                       metrics=["ndcg@10", "map", "mrr", "err"], ties="average")
+                                       metrics=["ndcg@10", "map", "mrr", "err", "opa"], ties="average")
         sync()
         print(f"listwise + metrics {dtype} {layout}: ok", flush=True)
 
