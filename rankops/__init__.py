@@ -8,6 +8,7 @@ from .losses import (
     lambdarank_loss,
     pairwise_hinge_loss,
     pairwise_loss,
+    pairwise_mse_loss,
     pairwise_soft_zero_one_loss,
     ranknet_loss,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ranknet_loss",
     "pairwise_hinge_loss",
     "pairwise_soft_zero_one_loss",
+    "pairwise_mse_loss",
     "lambdarank_loss",
     "lambdaloss",
     "softmax_loss",

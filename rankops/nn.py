@@ -10,7 +10,7 @@ from torch import nn
 from . import losses
 
 __all__ = ["PairwiseLoss", "RankNetLoss", "PairwiseHingeLoss", "PairwiseSoftZeroOneLoss",
-           "LambdaRankLoss", "LambdaLoss"]
+           "LambdaRankLoss", "LambdaLoss", "PairwiseMSELoss"]
 
 
 class _ListLoss(nn.Module):
@@ -64,6 +64,11 @@ class LambdaRankLoss(_ListLoss):
 class LambdaLoss(_ListLoss):
     """:func:`rankops.lambdaloss` (``variant="ndcg2"`` or ``"ndcg2pp"``)."""
     _fn = staticmethod(losses.lambdaloss)
+
+
+class PairwiseMSELoss(_ListLoss):
+    """:func:`rankops.pairwise_mse_loss`."""
+    _fn = staticmethod(losses.pairwise_mse_loss)
 
 
 # ---- listwise and pointwise losses, and CombinedLoss -----------------------------------
@@ -128,6 +133,7 @@ _COMBINABLE = {
               _pairwise_exp2),
     "ndcg2pp": (_pairwise, dict(pair_fn="logistic", weight="ndcg2pp"), ("sigma", "k", "mu", "gain"),
                 _pairwise_exp2),
+    "pairwise_mse": (losses._pairwise_mse_packed, {}, (), None),
     "softmax": (_listwise._softmax_packed, {}, ("label_norm",), None),
     "poly1_softmax": (_listwise._poly1_softmax_packed, {}, ("epsilon", "label_norm"), None),
     "listnet": (_listwise._listnet_packed, {}, (), None),
@@ -156,7 +162,7 @@ class CombinedLoss(nn.Module):
     """Several losses, weighted and summed: ``sum_name weight_name * loss_name(scores, labels)``.
 
     ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
-    ``"ndcg2"``, ``"ndcg2pp"``, ``"softmax"``, ``"listnet"``, ``"poly1_softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
+    ``"ndcg2"``, ``"ndcg2pp"``, ``"pairwise_mse"``, ``"softmax"``, ``"listnet"``, ``"poly1_softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
     ``"mse"``; also the functions' names, with or without ``_loss``: ``"ranknet_loss"``,
     ``"pairwise_hinge"``, ``"pairwise_soft_zero_one_loss"``, ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
     options of that loss alone; bad options fail at construction.

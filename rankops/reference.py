@@ -29,6 +29,7 @@ __all__ = [
     "pairwise_soft_zero_one_loss",
     "lambdarank_loss",
     "lambdaloss",
+    "pairwise_mse_loss",
     "ndcg",
     "dcg",
     "mrr",
@@ -192,6 +193,20 @@ def lambdaloss(scores, labels, *, variant="ndcg2pp", sigma=1.0, k=None, mu=5.0, 
     check_choice("variant", variant, ("ndcg2", "ndcg2pp"))
     return pairwise_loss(scores, labels, pair_fn="logistic", weight=variant, sigma=sigma, k=k,
                          mu=mu, gain=gain, **kwargs)
+
+
+def pairwise_mse_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                      weights=None, reduction="mean"):
+    """Reference of :func:`rankops.pairwise_mse_loss`: every ordered pair (i, j) of a list,
+    ``w_i ((s_i - s_j) - (y_i - y_j))^2``, formed in ``[B, L, L]``; mean over those pairs."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    both = valid[:, :, None] & valid[:, None, :]
+    error = (S[:, :, None] - S[:, None, :]) - (Y[:, :, None] - Y[:, None, :])
+    terms = W[:, :, None] * error * error
+    per_list = torch.where(both, terms, torch.zeros_like(terms)).sum((1, 2))
+    return reduce(per_list, reduction, both.sum())
 
 
 # ---- metrics

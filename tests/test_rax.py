@@ -354,6 +354,23 @@ def test_pointwise(device, ties):
     assert at_zero.any() == ties
 
 
+@TIES
+@pytest.mark.parametrize("with_weights", [False, True], ids=["", "weights"])
+def test_pairwise_mse(device, ties, with_weights, layout):
+    # Rax forms every ordered pair in [B, L, L]; rankops never forms one (O(n) per list)
+    lists = random_lists(11, ties)
+    got = ours(rankops.pairwise_mse_loss, lists, device, with_weights=with_weights, layout=layout)
+    want = theirs(rax.pairwise_mse_loss, lists, with_weights=with_weights)
+    assert_agree(got, want)
+    # "mean": both divide by the ordered pairs of the batch's lists, n^2 each
+    scores, labels, weights, where = rankops_inputs(lists, device, layout)
+    S, Y, W, mask = padded_lists(lists)
+    w = {"weights": weights} if with_weights else {}
+    np.testing.assert_allclose(rankops.pairwise_mse_loss(scores, labels, **where, **w).item(),
+                               float(rax.pairwise_mse_loss(S, Y, where=mask, **({"weights": W} if with_weights else {}))),
+                               rtol=1e-12)
+
+
 # ---- metrics -----------------------------------------------------------------------------
 
 METRICS = {  # rankops name -> (Rax metric, whether it takes a gain)
