@@ -1,11 +1,12 @@
 """Benchmark: rankops's listwise kernels (softmax, poly-1 softmax and ListNet, ListMLE, unique
-softmax, ApproxNDCG) and pointwise losses vs rankops.reference (padded PyTorch; the references of
-ApproxNDCG and of unique softmax build [B, L, L], as Rax does).
+softmax, ApproxNDCG), pointwise losses and pairwise MSE (closed form, no kernel) vs
+rankops.reference (padded PyTorch; the references of ApproxNDCG, unique softmax and
+pairwise MSE build [B, L, L], as Rax does).
 
 For every shape and loss: check that rankops and the reference agree, then time forward +
 backward (median of repeats after a warm-up; CUDA events on GPU), measure the peak extra
 memory of one forward + backward, and report throughput (pairs/s for ApproxNDCG, whose
-work is n(n-1)/2 pairs per list, items/s otherwise) and the speed-up.
+work is n(n-1)/2 pairs per list, and pairwise MSE, n^2 ordered pairs; items/s otherwise) and the speed-up.
 
 The pointwise losses are plain PyTorch over the packed layout; the row "floor" times
 ``(s * s).sum()`` forward + backward on the same items, the least any pointwise loss
@@ -40,11 +41,12 @@ LOSSES = {
     "ApproxNDCG@10": ("approx_ndcg_loss", {"k": 10}),
     "sigmoid": ("sigmoid_loss", {}),
     "MSE": ("mse_loss", {}),
+    "pairwise MSE": ("pairwise_mse_loss", {}),
 }
 # The reference's [B, L, L] temporaries (ApproxNDCG, unique softmax): about this many float32
 # copies at the peak.
 REFERENCE_COPIES = 10
-PAIR_REFERENCES = ("ApproxNDCG", "unique softmax")
+PAIR_REFERENCES = ("ApproxNDCG", "unique softmax", "pairwise MSE")
 
 
 def shapes(device, quick):
@@ -65,7 +67,7 @@ def shapes(device, quick):
 def cases(device, quick):
     for shape, lengths in shapes(device, quick).items():
         for loss in ("softmax", "poly-1 softmax", "ListNet", "ListMLE", "unique softmax", "ApproxNDCG",
-                     "sigmoid", "MSE"):
+                     "sigmoid", "MSE", "pairwise MSE"):
             yield shape, lengths, loss
         if max(lengths) >= 4096:
             yield shape, lengths, "ApproxNDCG@10"
@@ -74,6 +76,8 @@ def cases(device, quick):
 def work(lengths, loss):
     if loss.startswith("ApproxNDCG"):
         return sum(n * (n - 1) // 2 for n in lengths), "pairs"
+    if loss == "pairwise MSE":  # every ordered pair, as its mean counts them
+        return sum(n * n for n in lengths), "pairs"
     return sum(lengths), "items"
 
 
