@@ -34,6 +34,7 @@ LOSSES: Dict[str, tuple] = {
     "ranknet": ("RankNet", lambda m: m.ranknet_loss),
     "lambdarank": ("LambdaRank (NDCG)", lambda m: m.lambdarank_loss),
     "ndcg2pp": ("LambdaLoss NDCG-Loss2++", lambda m: lambda s, y, **kw: m.lambdaloss(s, y, variant="ndcg2pp", **kw)),
+    "pairwise_mse": ("pairwise MSE", lambda m: m.pairwise_mse_loss),
     "softmax": ("softmax cross-entropy", lambda m: m.softmax_loss),
     "listnet": ("ListNet (softmax targets)", lambda m: m.listnet_loss),
     "poly1_softmax": ("poly-1 softmax (ε = 1)", lambda m: m.poly1_softmax_loss),
