@@ -25,9 +25,12 @@ $(VENV)/.deps-ok: pyproject.toml Makefile
 	$(PIP) install -q scikit-learn tqdm matplotlib  # the demo's extras
 	touch $@
 
-# The tests' independent oracles: trec_eval (metrics) and Rax on JAX (losses and metrics).
+# The tests' independent oracles: trec_eval (metrics), Rax on JAX (losses and metrics) and
+# allRank's losses (its package pins torch <= 1.8 and a data stack the losses never use:
+# installed without dependencies; tests/test_allrank.py explains).
 $(VENV)/.test-deps-ok: $(VENV)/.deps-ok
 	$(PIP) install -q pytrec-eval-terrier "jax<0.11" "rax==0.4.0"
+	$(PIP) install -q --no-deps "allRank==1.4.3"
 	touch $@
 
 # Rebuild when the sources changed or another venv/torch built the in-tree extension.
