@@ -39,6 +39,11 @@ Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
   orders correctly (Rax's ``opa_metric``, TF-Ranking's OrderedPairAccuracy); with binary
   labels and ``ties="average"`` it is the per-query ROC AUC. Graded (no relevance
   threshold), no cut-off; O(n log n) per list, no pair is formed.
+* ``auc`` = the per-query ROC AUC of binary relevance (``y >= relevance_threshold``):
+  the share of (relevant, non-relevant) pairs that the scores order, a tied pair counting
+  one half whatever ``ties`` says (the definition of AUC, scikit-learn's
+  ``roc_auc_score``); ``opa`` with ``ties="average"`` on the thresholded labels. No
+  cut-off. Its length-weighted mean over queries is recommendation's GAUC.
 * ``err@k = sum_{r <= k'} (1/r) p_r prod_{i<r} (1 - p_i)`` with
   ``p = (2^y - 1) / 2^max_grade`` (Chapelle et al. 2009). ``max_grade`` is the top of
   the grading scale, **default 4** (the 0-4 scale of MSLR-WEB / Yahoo! LTR), a constant so
@@ -47,8 +52,8 @@ Conventions (one list, n items, k' = min(k, n); ``k=None`` is the whole list):
 
 **Lists with no relevant item** (no label >= threshold for mrr/ap/precision/recall/
 success/rprec; no
-positive label for ndcg/dcg/err; no two different labels for opa; this includes **empty
-lists**) are governed by ``empty``:
+positive label for ndcg/dcg/err; no two different labels for opa; not both a relevant and
+a non-relevant item for auc; this includes **empty lists**) are governed by ``empty``:
 
 * ``"zero"`` (default): the list scores 0 and counts in the mean (trec_eval, Rax);
 * ``"one"``: it scores 1 and counts (LightGBM/XGBoost NDCG); does not apply to ``dcg``,
@@ -63,6 +68,7 @@ float64 throughout.
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -86,6 +92,7 @@ __all__ = [
     "success",
     "r_precision",
     "opa",
+    "auc",
     "evaluate",
     "MetricAccumulator",
     "METRICS",
@@ -110,6 +117,7 @@ METRICS = {
     "rprec": "rprec",
     "r_precision": "rprec",
     "opa": "opa",
+    "auc": "auc",  # not a kernel metric: opa(ties="average") of the thresholded labels
 }
 EMPTY = ("zero", "one", "skip")
 TIES = ("position", "average")
@@ -138,8 +146,9 @@ def parse_metric(spec: str) -> Tuple[str, Optional[int]]:
         raise ValueError(f"metrics: the cut-off of {spec!r} must be >= 1")
     if k is not None and METRICS[m.group(1)] == "rprec":
         raise ValueError(f"metrics: {spec!r}: R-precision has no cut-off (it reads the first R items)")
-    if k is not None and METRICS[m.group(1)] == "opa":
-        raise ValueError(f"metrics: {spec!r}: opa has no cut-off (it counts the pairs of the whole list)")
+    if k is not None and METRICS[m.group(1)] in ("opa", "auc"):
+        raise ValueError(f"metrics: {spec!r}: {METRICS[m.group(1)]} has no cut-off (it counts the "
+                         "pairs of the whole list)")
     return METRICS[m.group(1)], k
 
 
@@ -156,10 +165,42 @@ class _Options:
         self.ties = check_choice("ties", ties, TIES)
 
 
+def _relevance_labels(labels, threshold: float):
+    """1 where ``labels >= threshold``, 0 below; values that are not valid labels (NaN,
+    inf, negative) are kept, so that the layout's label check still names them."""
+    if not isinstance(labels, Tensor):
+        return labels  # as_packed names the bad argument
+    valid = torch.isfinite(labels) & (labels >= 0)
+    return torch.where(valid, (labels >= threshold).to(labels.dtype), labels)
+
+
 def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[int]]],
               opt: _Options, validate: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """Kernel call: per-list values [M, B], defined [M, B] and the counted mask [M, B]
-    after the ``empty`` option (values of uncounted lists are 0)."""
+    """Per-list values [M, B], defined [M, B] and the counted mask [M, B] after the
+    ``empty`` option (values of uncounted lists are 0). One kernel call, and one more for
+    ``auc``, which is ``opa`` with ties averaged on the thresholded labels."""
+    if not any(name == "auc" for name, _ in specs):
+        return _kernel_per_list(scores, labels, layout, specs, opt, validate)
+    auc_opt = copy.copy(opt)
+    auc_opt.ties = "average"
+    auc = _kernel_per_list(scores, _relevance_labels(labels, opt.threshold), layout, [("opa", None)],
+                           auc_opt, validate)
+    others = [spec for spec in specs if spec[0] != "auc"]
+    if not others:
+        return tuple(t.expand(len(specs), -1) for t in auc)
+    rest = _kernel_per_list(scores, labels, layout, others, opt, validate)
+    # rows of [auc; others] in the order of specs: auc is row 0, the others follow
+    rows, next_other = [], 1
+    for name, _ in specs:
+        rows.append(0 if name == "auc" else next_other)
+        next_other += name != "auc"
+    index = torch.tensor(rows, device=auc[0].device)
+    return tuple(torch.cat([a, r]).index_select(0, index) for a, r in zip(auc, rest))
+
+
+def _kernel_per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[int]]],
+                     opt: _Options, validate: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """The metrics kernel's call for ``specs`` (kernel metric names)."""
     takes_exp2_gain = opt.gain == "exp2" and any(name in ("ndcg", "dcg") for name, _ in specs)
     bounds = exp2_label_bounds(scores, takes_exp2_gain)
     if any(name == "err" for name, _ in specs):
@@ -355,6 +396,25 @@ def opa(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
                    reduction, _Options(empty=empty, ties=ties), validate)
 
 
+def auc(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+        group_ids: Optional[Tensor] = None, relevance_threshold: float = 1.0,
+        empty: str = "zero", reduction: str = "mean", validate: bool = True) -> Tensor:
+    r"""Per-query ROC AUC of binary relevance (``y >= relevance_threshold``): the share of
+    the (relevant, non-relevant) pairs of a list whose relevant item scores higher, a tie
+    counting one half (scikit-learn's ``roc_auc_score`` of the list). Ties always count
+    half, as AUC is defined. A list without both a relevant and a non-relevant item
+    follows ``empty``. ``reduction="none"`` gives the per-query values; weighted by the
+    lists' lengths they give GAUC. O(n log n) per list (:func:`opa` with
+    ``ties="average"`` on the thresholded labels)."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    values, _, counted = _per_list(scores, labels, _layout(offsets, lengths, mask, group_ids),
+                                   [("auc", None)],
+                                   _Options(empty=empty, relevance_threshold=relevance_threshold),
+                                   validate)
+    return _reduce(values, counted, reduction)[0]
+
+
 def _parse_specs(metrics) -> List[Tuple[str, Optional[int]]]:
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -375,7 +435,8 @@ def evaluate(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None
 
     ``metrics``: names ``ndcg``, ``dcg``, ``mrr``, ``ap``/``map``, ``precision``/``p``,
     ``recall``, ``err``, ``success``/``hit_rate``, each optionally with ``@k``, and
-    ``rprec``/``r_precision`` and ``opa`` (no cut-off). Returns ``{spec: value}`` in the
+    ``rprec``/``r_precision``, ``opa`` and ``auc`` (no cut-off; ``auc`` costs a second
+    kernel call, on the thresholded labels). Returns ``{spec: value}`` in the
     given order: scalars for ``reduction="mean"``/``"sum"``, ``[B]`` for ``"none"``.
     The options mean what they mean in the single-metric functions.
     """

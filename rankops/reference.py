@@ -41,6 +41,7 @@ __all__ = [
     "success",
     "r_precision",
     "opa",
+    "auc",
     "evaluate",
 ]
 
@@ -485,12 +486,31 @@ def opa(scores, labels, *, empty="zero", ties="position", reduction="mean", **la
                               reduction=reduction, **layout)[0]
 
 
+def auc(scores, labels, *, relevance_threshold=1.0, empty="zero", reduction="mean", **layout):
+    """Per-query ROC AUC: the pairs (relevant, non-relevant) over ``[B, L, L]``, a tie
+    counting one half (:func:`opa` with ``ties="average"`` on labels ``y >= threshold``)."""
+    relevant = (labels >= relevance_threshold).to(torch.float64)
+    return _reference_metrics(scores, relevant, [("opa", None)], empty=empty, ties="average",
+                              reduction=reduction, **layout)[0]
+
+
 def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):
     from .metrics import parse_metric  # the spec syntax only; the arithmetic is above
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-    out = _reference_metrics(scores, labels, [parse_metric(s) for s in metrics], **options)
-    return {spec: out[j] for j, spec in enumerate(metrics)}
+    specs = [parse_metric(s) for s in metrics]
+    others = [spec for spec in specs if spec[0] != "auc"]
+    out = iter(_reference_metrics(scores, labels, others, **options)) if others else iter(())
+    result = {}
+    for spec, (name, _) in zip(metrics, specs):
+        if name == "auc":
+            layout = {k: options[k] for k in ("offsets", "lengths", "mask", "group_ids") if k in options}
+            result[spec] = auc(scores, labels, relevance_threshold=options.get("relevance_threshold", 1.0),
+                               empty=options.get("empty", "zero"), reduction=options.get("reduction", "mean"),
+                               **layout)
+        else:
+            result[spec] = next(out)
+    return result
 
 # ---- listwise and pointwise
 # Same conventions as rankops.listwise: listwise "mean" divides by the number of

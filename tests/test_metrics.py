@@ -474,7 +474,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="reduction must be one of"):
         M.mrr(s, y, reduction="avg")
     with pytest.raises(ValueError, match="unknown metric"):
-        M.evaluate(s, y, metrics=["ndcg@10", "auc"])
+        M.evaluate(s, y, metrics=["ndcg@10", "bpref"])
     with pytest.raises(ValueError, match="cut-off"):
         M.evaluate(s, y, metrics=["ndcg@0"])
     with pytest.raises(ValueError, match="metrics must name"):
