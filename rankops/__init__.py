@@ -12,8 +12,8 @@ from .losses import (
     pairwise_soft_zero_one_loss,
     ranknet_loss,
 )
-from .listwise import (approx_ndcg_loss, listmle_loss, listnet_loss, mse_loss, poly1_softmax_loss,
-                       sigmoid_loss, softmax_loss, unique_softmax_loss)
+from .listwise import (approx_ndcg_loss, listmle_loss, listnet_loss, mse_loss, plistmle_loss,
+                       poly1_softmax_loss, sigmoid_loss, softmax_loss, unique_softmax_loss)
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "poly1_softmax_loss",
     "listnet_loss",
     "listmle_loss",
+    "plistmle_loss",
     "unique_softmax_loss",
     "approx_ndcg_loss",
     "sigmoid_loss",

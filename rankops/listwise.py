@@ -25,8 +25,8 @@ from ._common import (GAINS, REDUCTIONS, check_choice, check_float, check_k, che
                       check_positive, exp2_label_bounds, reduce)
 from ._ops import ops
 
-__all__ = ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
-           "mse_loss"]
+__all__ = ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "plistmle_loss",
+           "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss", "mse_loss"]
 
 
 def _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate, label_bounds=()):
@@ -77,6 +77,51 @@ def _listmle_packed(lists, *, reduction="mean"):
     loss, _ = ops.listmle_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
                                _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
+
+
+def _label_order_positions(lists: segments.PackedLists):
+    """Each item's 0-based position in its list's order by label descending (label ties
+    by position: ListMLE's order) and its list's length, both ``[N]`` int64."""
+    n_items = lists.labels.shape[0]
+    offsets = lists.offsets
+    list_of = segments.segment_ids(offsets, n_items)
+    # two stable sorts: by label descending, then by list (keeps the label order inside)
+    by_label = torch.argsort(-lists.labels.to(torch.float64), stable=True)
+    order = by_label[torch.argsort(list_of[by_label], stable=True)]
+    position = torch.empty_like(order)
+    position[order] = torch.arange(n_items, device=order.device) - offsets[list_of[order]]
+    return position, (offsets[1:] - offsets[:-1])[list_of]
+
+
+def _position_weights(lists: segments.PackedLists, position_weight, dtype) -> Tensor:
+    """PListMLE's weight of each item's label-order position, normalised to sum 1 per list."""
+    position, n = _label_order_positions(lists)
+    if position_weight == "exp2":
+        # (2^(n-r) - 1) / sum_q (2^(n-q) - 1) with numerator and denominator times 2^-n:
+        # (2^-r - 2^-n) / (2 - (n + 2) 2^-n), no overflow for any n (2^n is inf past 1023)
+        r, n64 = position.to(torch.float64), n.to(torch.float64)
+        tail = torch.exp2(-n64)
+        return ((torch.exp2(-r) - tail) / (2.0 - (n64 + 2.0) * tail)).to(dtype)
+    raw = position_weight(position, n)
+    if not isinstance(raw, Tensor) or raw.shape != position.shape:
+        raise ValueError(f"position_weight(position, n) must return a tensor of shape {tuple(position.shape)}, "
+                         f"got {type(raw).__name__ if not isinstance(raw, Tensor) else tuple(raw.shape)}")
+    raw = raw.detach().to(dtype)
+    if not segments._skip_data_checks(raw) and not bool(((raw >= 0) & torch.isfinite(raw)).all()):
+        raise ValueError("position_weight(position, n) must return finite weights >= 0")
+    total = torch.segment_reduce(raw, "sum", offsets=lists.offsets, initial=0)
+    list_of = segments.segment_ids(lists.offsets, raw.shape[0])
+    return raw / torch.where(total > 0, total, torch.ones_like(total))[list_of]
+
+
+def _plistmle_packed(lists, *, position_weight="exp2", reduction="mean"):
+    if not (position_weight == "exp2" or callable(position_weight)):
+        raise ValueError(f"position_weight must be 'exp2' or a function (position, n) -> weights, "
+                         f"got {position_weight!r}")
+    acc = torch.float64 if lists.scores.dtype == torch.float64 else torch.float32
+    alpha = _position_weights(lists, position_weight, acc)
+    weights = alpha if lists.weights is None else alpha * lists.weights.to(acc)
+    return _listmle_packed(lists._replace(weights=weights), reduction=reduction)
 
 
 def _unique_softmax_packed(lists, *, gain="exp2", reduction="mean"):
@@ -261,6 +306,36 @@ def listmle_loss(
     """
     lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
     return _listmle_packed(lists, reduction=reduction)
+
+
+def plistmle_loss(
+    scores: Tensor,
+    labels: Tensor,
+    *,
+    offsets: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
+    group_ids: Optional[Tensor] = None,
+    weights: Optional[Tensor] = None,
+    position_weight="exp2",
+    reduction: str = "mean",
+    validate: bool = True,
+) -> Tensor:
+    r"""Position-aware ListMLE (p-ListMLE, Lan et al., UAI 2014): ListMLE whose term at
+    position r of the label order (0-based) is weighted by ``alpha_r``, normalised to sum 1
+    over the list, so that mistakes at the top cost most:
+
+    ``loss = sum_r alpha_r w_{pi_r} (logsumexp_{m >= r} s_{pi_m} - s_{pi_r})``.
+
+    ``position_weight="exp2"``: ``alpha_r ∝ 2^(n - r) - 1`` (sentence-transformers'
+    ``PListMLELambdaWeight`` default), evaluated without overflow for any n; or a function
+    ``(position, n) -> weights`` of ``[N]`` int64 tensors (each item's position and its list's
+    length) giving weights >= 0, normalised per list (a list whose weights sum to 0 has
+    loss 0; the weights are checked with one host read, none under torch.compile). The weights depend on the labels only: the gradient is ListMLE's kernel's,
+    exact at tied scores. ``reduction="mean"`` divides by the number of non-empty lists.
+    """
+    lists = _layout(scores, labels, weights, offsets, lengths, mask, group_ids, validate)
+    return _plistmle_packed(lists, position_weight=position_weight, reduction=reduction)
 
 
 def unique_softmax_loss(

@@ -77,7 +77,7 @@ from . import listwise as _listwise  # noqa: E402
 from ._common import exp2_label_bounds  # noqa: E402
 from . import segments as _segments  # noqa: E402
 
-__all__ += ["SoftmaxLoss", "ListNetLoss", "Poly1SoftmaxLoss", "ListMLELoss", "UniqueSoftmaxLoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
+__all__ += ["SoftmaxLoss", "ListNetLoss", "Poly1SoftmaxLoss", "ListMLELoss", "PListMLELoss", "UniqueSoftmaxLoss", "ApproxNDCGLoss", "SigmoidLoss", "MSELoss", "CombinedLoss"]
 
 
 class SoftmaxLoss(_ListLoss):
@@ -98,6 +98,11 @@ class Poly1SoftmaxLoss(_ListLoss):
 class ListMLELoss(_ListLoss):
     """:func:`rankops.listmle_loss`."""
     _fn = staticmethod(_listwise.listmle_loss)
+
+
+class PListMLELoss(_ListLoss):
+    """:func:`rankops.plistmle_loss` (``position_weight``)."""
+    _fn = staticmethod(_listwise.plistmle_loss)
 
 
 class UniqueSoftmaxLoss(_ListLoss):
@@ -138,6 +143,7 @@ _COMBINABLE = {
     "poly1_softmax": (_listwise._poly1_softmax_packed, {}, ("epsilon", "label_norm"), None),
     "listnet": (_listwise._listnet_packed, {}, (), None),
     "listmle": (_listwise._listmle_packed, {}, (), None),
+    "plistmle": (_listwise._plistmle_packed, {}, ("position_weight",), None),
     "unique_softmax": (_listwise._unique_softmax_packed, {}, ("gain",),
                        _listwise._takes_exp2_gain),
     "approx_ndcg": (_listwise._approx_ndcg_packed, {}, ("temperature", "k", "gain"),
@@ -162,7 +168,7 @@ class CombinedLoss(nn.Module):
     """Several losses, weighted and summed: ``sum_name weight_name * loss_name(scores, labels)``.
 
     ``losses`` maps a name (``"ranknet"``, ``"hinge"``, ``"soft_zero_one"``, ``"lambdarank"``,
-    ``"ndcg2"``, ``"ndcg2pp"``, ``"pairwise_mse"``, ``"softmax"``, ``"listnet"``, ``"poly1_softmax"``, ``"listmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
+    ``"ndcg2"``, ``"ndcg2pp"``, ``"pairwise_mse"``, ``"softmax"``, ``"listnet"``, ``"poly1_softmax"``, ``"listmle"``, ``"plistmle"``, ``"unique_softmax"``, ``"approx_ndcg"``, ``"sigmoid"``,
     ``"mse"``; also the functions' names, with or without ``_loss``: ``"ranknet_loss"``,
     ``"pairwise_hinge"``, ``"pairwise_soft_zero_one_loss"``, ``"lambdaloss"`` = ``"ndcg2pp"``) to its weight, or to ``(weight, {options})`` for
     options of that loss alone; bad options fail at construction.

@@ -518,7 +518,7 @@ def evaluate(scores, labels, *, metrics=("ndcg@10", "map", "mrr"), **options):
 # sum with a very negative score (exp() of it is exactly 0) rather than -inf, so no
 # backward formula meets inf - inf.
 
-__all__ += ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
+__all__ += ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "plistmle_loss", "unique_softmax_loss", "approx_ndcg_loss", "sigmoid_loss",
             "mse_loss"]
 
 
@@ -594,6 +594,36 @@ def listmle_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group
     s_pi_kept = torch.where(v_pi, s_pi, _very_negative(s_pi))
     suffix_lse = torch.logcumsumexp(s_pi_kept.flip(1), dim=1).flip(1)
     terms = torch.where(v_pi, w_pi * (suffix_lse - s_pi), torch.zeros_like(s_pi))
+    return reduce(terms.sum(1), reduction, _listwise_mean_count(valid))
+
+
+def plistmle_loss(scores, labels, *, offsets=None, lengths=None, mask=None, group_ids=None,
+                  weights=None, position_weight="exp2", reduction="mean"):
+    """Reference of :func:`rankops.plistmle_loss`: ListMLE's terms in label order times
+    ``alpha_r``, ``(2^(n - r) - 1)`` normalised per list in log space (softmax of
+    ``log(2^(n-r) - 1) = (n - r) log 2 + log1p(-2^-(n-r))``, finite for any n) or
+    ``position_weight(r, n)`` normalised by its sum."""
+    check_choice("reduction", reduction, REDUCTIONS)
+    S, Y, W, valid = padded_lists(scores, labels, weights, offsets=offsets, lengths=lengths,
+                                  mask=mask, group_ids=group_ids)
+    order = _order_padding_last(Y, valid)
+    s_pi, w_pi, v_pi = S.gather(1, order), W.gather(1, order), valid.gather(1, order)
+    r = torch.arange(S.shape[1], device=S.device).expand_as(S)
+    n = valid.sum(1, keepdim=True).expand_as(S)
+    if position_weight == "exp2":
+        e = (n - r).clamp_min(1).to(torch.float64)
+        log_alpha = e * math.log(2.0) + torch.log1p(-torch.exp2(-e))
+        log_alpha = torch.where(v_pi, log_alpha, torch.full_like(log_alpha, -math.inf))
+        alpha = torch.softmax(log_alpha, dim=1).nan_to_num(0.0)  # all-padding rows: 0
+    else:
+        alpha = position_weight(r.reshape(-1), n.reshape(-1)).reshape(S.shape).to(torch.float64)
+        alpha = torch.where(v_pi, alpha, torch.zeros_like(alpha))
+        total = alpha.sum(1, keepdim=True)
+        alpha = alpha / torch.where(total > 0, total, torch.ones_like(total))
+    alpha = alpha.to(S.dtype)
+    s_pi_kept = torch.where(v_pi, s_pi, _very_negative(s_pi))
+    suffix_lse = torch.logcumsumexp(s_pi_kept.flip(1), dim=1).flip(1)
+    terms = torch.where(v_pi, alpha * w_pi * (suffix_lse - s_pi), torch.zeros_like(s_pi))
     return reduce(terms.sum(1), reduction, _listwise_mean_count(valid))
 
 
