@@ -189,13 +189,16 @@ def _per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[
     if not others:
         return tuple(t.expand(len(specs), -1) for t in auc)
     rest = _kernel_per_list(scores, labels, layout, others, opt, validate)
-    # rows of [auc; others] in the order of specs: auc is row 0, the others follow
-    rows, next_other = [], 1
-    for name, _ in specs:
-        rows.append(0 if name == "auc" else next_other)
-        next_other += name != "auc"
-    index = torch.tensor(rows, device=auc[0].device)
-    return tuple(torch.cat([a, r]).index_select(0, index) for a, r in zip(auc, rest))
+    # rows in the order of specs, by slicing (an index tensor built on the host would be a
+    # host-to-device copy, which breaks CUDA-graph capture)
+    merged = []
+    for auc_rows, other_rows in zip(auc, rest):
+        rows, j = [], 0
+        for name, _ in specs:
+            rows.append(auc_rows if name == "auc" else other_rows[j:j + 1])
+            j += name != "auc"
+        merged.append(torch.cat(rows))
+    return tuple(merged)
 
 
 def _kernel_per_list(scores, labels, layout: dict, specs: Sequence[Tuple[str, Optional[int]]],
@@ -431,7 +434,8 @@ def evaluate(scores: Tensor, labels: Tensor, *, offsets: Optional[Tensor] = None
              empty: str = "zero", relevance_threshold: float = 1.0, max_grade: float = 4.0,
              divide_by: str = "min_k_n", ties: str = "position", reduction: str = "mean",
              validate: bool = True) -> Dict[str, Tensor]:
-    r"""Several metrics and cut-offs in one kernel call (each list is sorted once).
+    r"""Several metrics and cut-offs in one kernel call (each list is sorted once; ``auc``
+    adds a second, on the thresholded labels, with its own validation).
 
     ``metrics``: names ``ndcg``, ``dcg``, ``mrr``, ``ap``/``map``, ``precision``/``p``,
     ``recall``, ``err``, ``success``/``hit_rate``, each optionally with ``@k``, and

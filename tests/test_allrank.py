@@ -19,7 +19,9 @@ the rankops call that gives its value, compared on the batch value and on the gr
     Compared on distinct labels.
 allRank's package pins torch <= 1.8 and imports torchvision and gcsfs in its data loader
 for one constant; it is installed without its dependencies (``--no-deps``) and its loss
-modules are loaded with that one constant stubbed.
+modules are loaded with two stub modules: the data loader (that constant) and
+``model_utils`` (``get_torch_device``, used by its BCE loss only), both removed again after
+the import.
 """
 import importlib
 import importlib.util
@@ -138,9 +140,25 @@ def test_lambda_loss_huge_gap_is_clamped_in_allrank_exact_in_rankops():
     assert s.grad[0, 0].item() == pytest.approx(-1.0 / (1.0 + math.exp(-30.0)), rel=1e-15)
 
 
+def test_shortcuts_and_mu():
+    # the README's rows name the shortcut functions and mu; allRank's mu defaults to 10
+    S, Y, mask, Ya = batch(8)
+    S = S / 2.5
+    assert_same_loss_and_grad(lambda s: allrank.lambdaLoss(s, Ya, weighing_scheme="lambdaRank_scheme"),
+                              lambda s: rankops.lambdarank_loss(s, Y, mask=mask, reduction="sum") / math.log(2), S)
+    assert_same_loss_and_grad(lambda s: allrank.lambdaLoss(s, Ya, weighing_scheme="ndcgLoss2_scheme"),
+                              lambda s: rankops.lambdaloss(s, Y, mask=mask, variant="ndcg2", reduction="sum")
+                              / math.log(2), S)
+    for mu in (10.0, 5.0, 0.5):
+        assert_same_loss_and_grad(
+            lambda s: allrank.lambdaLoss(s, Ya, weighing_scheme="ndcgLoss2PP_scheme", mu=mu),
+            lambda s: rankops.lambdaloss(s, Y, mask=mask, variant="ndcg2pp", mu=mu, reduction="sum")
+            / math.log(2), S)
+
+
 def test_lambda_loss_top_k_keeps_other_pairs():
     # allRank's k keeps pairs with both items in the top k, rankops's pairs with either:
-    # the two differ by exactly the pairs with one item in the top k
+    # rankops counts every pair allRank counts, and more
     S, Y, mask, Ya = batch(3)
     theirs = allrank.lambdaLoss(S, Ya, weighing_scheme="lambdaRank_scheme", k=3, reduction="sum")
     ours = rankops.lambdarank_loss(S, Y, mask=mask, k=3, reduction="sum") / math.log(2)
@@ -166,6 +184,24 @@ def test_listmle():
     S, Y, mask, Ya = batch(6, distinct_labels=True)
     assert_same_loss_and_grad(lambda s: allrank.listMLE(s, Ya),
                               lambda s: rankops.listmle_loss(s, Y, mask=mask), S)
+
+
+def test_approx_ndcg_one_item_lists_and_the_mean():
+    # a one-item list: allRank gives its NDCG (-1 for a relevant item), rankops 0 (DESIGN
+    # §3); allRank's mean divides by all rows, rankops's by the non-empty lists
+    S, Y, mask, Ya = batch(9, lengths=(5, 1, 0, 4))
+    Y[1, 0], Ya[1, 0] = 2.0, 2.0
+    theirs_one = allrank.approxNDCGLoss(S[1:2], Ya[1:2])
+    assert theirs_one.item() == pytest.approx(-1.0, rel=1e-6)
+    assert rankops.approx_ndcg_loss(S[1:2], Y[1:2], mask=mask[1:2]).item() == 0.0
+    ours = rankops.approx_ndcg_loss(S, Y, mask=mask, reduction="none")
+    keep = torch.tensor([0, 3])
+    per_row = [allrank.approxNDCGLoss(S[b:b + 1], Ya[b:b + 1]).item() for b in keep.tolist()]
+    torch.testing.assert_close(ours[keep], torch.tensor(per_row, dtype=ours.dtype), rtol=1e-6, atol=0)
+    assert ours[1].item() == 0.0 and ours[2].item() == 0.0
+    # means: allRank over the 4 rows (its empty row's NDCG is 0), rankops over the 3 non-empty
+    assert allrank.approxNDCGLoss(S, Ya).item() == pytest.approx((sum(per_row) - 1.0) / 4, rel=1e-6)
+    assert rankops.approx_ndcg_loss(S, Y, mask=mask).item() == pytest.approx(sum(per_row) / 3, rel=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [1.0, 4.0])

@@ -36,6 +36,7 @@ LISTWISE = {
     "poly1_softmax": lambda s, y, o: rankops.poly1_softmax_loss(s, y, offsets=o, epsilon=2.0),
     "listnet": lambda s, y, o: rankops.listnet_loss(s, y, offsets=o),
     "listmle": lambda s, y, o: rankops.listmle_loss(s, y, offsets=o),
+    "plistmle": lambda s, y, o: rankops.plistmle_loss(s, y, offsets=o),
     "unique_softmax": lambda s, y, o: rankops.unique_softmax_loss(s, y, offsets=o),
     "approx_ndcg": lambda s, y, o: rankops.approx_ndcg_loss(s, y, offsets=o, k=10),
 }
@@ -91,7 +92,7 @@ def test_cuda_graph_capture_without_layout_and_padded():
 @pytest.mark.parametrize("empty", ["zero", "one", "skip"])
 def test_cuda_graph_capture_of_metrics(empty):
     s, y, off = _batch("cuda")
-    metrics = ["ndcg@10", "map", "mrr", "dcg"]
+    metrics = ["ndcg@10", "auc", "map", "mrr", "dcg", "opa"]  # auc: a second kernel call, stitched
     rankops.metrics.evaluate(s, y, offsets=off, metrics=metrics, empty=empty)  # warm-up
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
