@@ -127,7 +127,7 @@ struct ListMLELossOp {
   static constexpr const char* forward_name = "rankops::listmle_loss";
   static constexpr const char* backward_name = "rankops::listmle_loss_backward";
   using Signature = Tensor2(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const OptionalTensor&, bool);
+                            const OptionalTensor&, c10::string_view, bool);
 };
 struct UniqueSoftmaxLossOp {
   static constexpr const char* forward_name = "rankops::unique_softmax_loss";
@@ -164,8 +164,9 @@ Tensor2 softmax_loss_autograd(const at::Tensor& scores, const at::Tensor& labels
 
 Tensor2 listmle_loss_autograd(const at::Tensor& scores, const at::Tensor& labels,
                               const at::Tensor& offsets, const OptionalTensor& weights,
-                              bool compute_grad) {
-  auto out = apply_loss<ListMLELossOp>(scores, labels, offsets, weights, compute_grad);
+                              c10::string_view position_weight, bool compute_grad) {
+  auto out = apply_loss<ListMLELossOp>(scores, labels, offsets, weights, position_weight,
+                                       compute_grad);
   return {out[0], out[1]};
 }
 

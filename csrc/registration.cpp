@@ -91,7 +91,7 @@ TORCH_LIBRARY(rankops, m) {
   m.def("softmax_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
   m.def(
       "listmle_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "
-      "bool compute_grad) -> (Tensor, Tensor)");
+      "str position_weight, bool compute_grad) -> (Tensor, Tensor)");
   m.def("listmle_loss_backward(Tensor grad_loss, Tensor item_grad, Tensor offsets) -> Tensor");
   m.def(
       "unique_softmax_loss(Tensor scores, Tensor labels, Tensor offsets, Tensor? weights, "

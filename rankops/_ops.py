@@ -54,7 +54,7 @@ def _softmax_loss_fake(scores, labels, offsets, weights, label_norm, poly_epsilo
 
 
 @torch.library.register_fake("rankops::listmle_loss")
-def _listmle_loss_fake(scores, labels, offsets, weights, compute_grad):
+def _listmle_loss_fake(scores, labels, offsets, weights, position_weight, compute_grad):
     return _list_loss_fake(scores, labels, offsets, compute_grad)
 
 

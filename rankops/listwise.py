@@ -71,11 +71,11 @@ def _poly1_softmax_packed(lists, *, epsilon=1.0, label_norm=False, reduction="me
     return _softmax_packed(lists, label_norm=label_norm, reduction=reduction, epsilon=epsilon)
 
 
-def _listmle_packed(lists, *, reduction="mean"):
+def _listmle_packed(lists, *, reduction="mean", position_weight="none"):
     check_choice("reduction", reduction, REDUCTIONS)
     check_kernel_autograd(lists.scores, lists.labels, lists.weights)
     loss, _ = ops.listmle_loss(lists.scores, lists.labels, lists.offsets, lists.weights,
-                               _compute_grad(lists))
+                               position_weight, _compute_grad(lists))
     return _reduce_lists(loss, lists, reduction)
 
 
@@ -93,15 +93,9 @@ def _label_order_positions(lists: segments.PackedLists):
     return position, (offsets[1:] - offsets[:-1])[list_of]
 
 
-def _position_weights(lists: segments.PackedLists, position_weight, dtype) -> Tensor:
-    """PListMLE's weight of each item's label-order position, normalised to sum 1 per list."""
+def _custom_position_weights(lists: segments.PackedLists, position_weight, dtype) -> Tensor:
+    """``position_weight(position, n)`` of every item, normalised to sum 1 per list."""
     position, n = _label_order_positions(lists)
-    if position_weight == "exp2":
-        # (2^(n-r) - 1) / sum_q (2^(n-q) - 1) with numerator and denominator times 2^-n:
-        # (2^-r - 2^-n) / (2 - (n + 2) 2^-n), no overflow for any n (2^n is inf past 1023)
-        r, n64 = position.to(torch.float64), n.to(torch.float64)
-        tail = torch.exp2(-n64)
-        return ((torch.exp2(-r) - tail) / (2.0 - (n64 + 2.0) * tail)).to(dtype)
     raw = position_weight(position, n)
     if not isinstance(raw, Tensor) or raw.shape != position.shape:
         raise ValueError(f"position_weight(position, n) must return a tensor of shape {tuple(position.shape)}, "
@@ -115,11 +109,13 @@ def _position_weights(lists: segments.PackedLists, position_weight, dtype) -> Te
 
 
 def _plistmle_packed(lists, *, position_weight="exp2", reduction="mean"):
-    if not (position_weight == "exp2" or callable(position_weight)):
+    if position_weight == "exp2":  # in the kernel, which knows each item's position
+        return _listmle_packed(lists, reduction=reduction, position_weight="exp2")
+    if not callable(position_weight):
         raise ValueError(f"position_weight must be 'exp2' or a function (position, n) -> weights, "
                          f"got {position_weight!r}")
     acc = torch.float64 if lists.scores.dtype == torch.float64 else torch.float32
-    alpha = _position_weights(lists, position_weight, acc)
+    alpha = _custom_position_weights(lists, position_weight, acc)
     weights = alpha if lists.weights is None else alpha * lists.weights.to(acc)
     return _listmle_packed(lists._replace(weights=weights), reduction=reduction)
 
@@ -328,7 +324,8 @@ def plistmle_loss(
     ``loss = sum_r alpha_r w_{pi_r} (logsumexp_{m >= r} s_{pi_m} - s_{pi_r})``.
 
     ``position_weight="exp2"``: ``alpha_r ∝ 2^(n - r) - 1`` (sentence-transformers'
-    ``PListMLELambdaWeight`` default), evaluated without overflow for any n; or a function
+    ``PListMLELambdaWeight`` default), evaluated in the ListMLE kernel without overflow for
+    any n (the cost of ``listmle_loss``); or a function
     ``(position, n) -> weights`` of ``[N]`` int64 tensors (each item's position and its list's
     length) giving weights >= 0, normalised per list (a list whose weights sum to 0 has
     loss 0; the weights are checked with one host read, none under torch.compile). The weights depend on the labels only: the gradient is ListMLE's kernel's,

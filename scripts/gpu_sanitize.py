@@ -62,7 +62,7 @@ for dtype in (torch.float32, torch.float64, torch.float16):
         if layout == "long alone" and dtype != torch.float32:
             continue
         for name, opts in [("softmax_loss", {}), ("poly1_softmax_loss", {}), ("listnet_loss", {}),
-                           ("listmle_loss", {}),
+                           ("listmle_loss", {}), ("plistmle_loss", {}),
                            ("unique_softmax_loss", {}),
                            ("approx_ndcg_loss", {"k": 10})]:
             loss = getattr(rankops, name)(s, y, offsets=off, **opts)

@@ -8,7 +8,8 @@ import rankops
 from rankops import reference
 from lists import EDGE_LENGTHS, assert_close_per_list, random_batch, random_masked
 
-LISTWISE = ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "unique_softmax_loss", "approx_ndcg_loss"]
+LISTWISE = ["softmax_loss", "listnet_loss", "poly1_softmax_loss", "listmle_loss", "plistmle_loss",
+            "unique_softmax_loss", "approx_ndcg_loss"]
 POINTWISE = ["sigmoid_loss", "mse_loss"]
 ALL = LISTWISE + POINTWISE
 # option sets exercised for every loss
@@ -17,6 +18,7 @@ OPTIONS = {
     "poly1_softmax_loss": [{}, {"epsilon": -0.5, "label_norm": True}, {"epsilon": 3.0}],
     "listnet_loss": [{}],
     "listmle_loss": [{}],
+    "plistmle_loss": [{}],
     "unique_softmax_loss": [{}, {"gain": "linear"}],
     "approx_ndcg_loss": [{}, {"temperature": 0.5}, {"k": 3}, {"k": 10, "gain": "linear", "temperature": 2.0}],
     "sigmoid_loss": [{}],
@@ -721,7 +723,9 @@ def _raw_op_args(name, opts):
     if name == "listnet_loss":  # the softmax op with label_softmax
         return (False, 0.0, True)
     if name == "listmle_loss":
-        return ()
+        return ("none",)
+    if name == "plistmle_loss":  # the listmle op with its position weights
+        return ("exp2",)
     if name == "unique_softmax_loss":
         return (opts.get("gain", "exp2"),)
     if name == "approx_ndcg_loss":
@@ -740,7 +744,8 @@ def test_low_precision_matches_float64_reference(device, case, dtype):
     truth.sum().backward()
     raw = _raw_op_args(name, opts)
     if raw is not None:  # the op itself: float32 loss and float32 item gradient
-        op = {"poly1_softmax_loss": "softmax_loss", "listnet_loss": "softmax_loss"}.get(name, name)
+        op = {"poly1_softmax_loss": "softmax_loss", "listnet_loss": "softmax_loss",
+              "plistmle_loss": "listmle_loss"}.get(name, name)
         loss32, grad32 = getattr(torch.ops.rankops, op)(s_low, y, off, w, *raw, True)
         assert loss32.dtype == torch.float32 and grad32.dtype == torch.float32
         if name == "approx_ndcg_loss":  # the Python layer zeroes one-item lists (DESIGN §3)
@@ -797,8 +802,8 @@ def test_opcheck(device, requires_grad, dtype):
     torch.library.opcheck(ops.softmax_loss.default, (s, y, off, None, True, 0.0, False, requires_grad))
     torch.library.opcheck(ops.softmax_loss.default, (s, y, off, w, False, 1.5, False, requires_grad))
     torch.library.opcheck(ops.softmax_loss.default, (s, y, off, w, False, 0.0, True, requires_grad))
-    torch.library.opcheck(ops.listmle_loss.default, (s, y, off, w, requires_grad))
-    torch.library.opcheck(ops.listmle_loss.default, (s, y, off, None, requires_grad))
+    torch.library.opcheck(ops.listmle_loss.default, (s, y, off, w, "none", requires_grad))
+    torch.library.opcheck(ops.listmle_loss.default, (s, y, off, None, "exp2", requires_grad))
     torch.library.opcheck(ops.unique_softmax_loss.default, (s, y, off, w, "exp2", requires_grad))
     torch.library.opcheck(ops.unique_softmax_loss.default, (s, y, off, None, "linear", requires_grad))
     torch.library.opcheck(ops.approx_ndcg_loss.default, (s, y, off, w, 1.0, None, "exp2", requires_grad))

@@ -77,6 +77,28 @@ def test_custom_position_weight(device):
     assert loss == pytest.approx(plain.item() / 6, rel=1e-13)
 
 
+def test_kernel_and_python_paths_agree(device):
+    # "exp2" runs in the ListMLE kernel; the same weights as a function take the Python
+    # path (positions by two stable sorts, the weights passed as item weights)
+    s, y, off, w = random_batch([0, 1, 2, 7, 33, 64, 100], device=device, weights=True, grades=3,
+                                seed=57)
+
+    def exp2_fn(position, n):
+        return torch.exp2((n - position).double()) - 1.0
+
+    for weights in (None, w):
+        x1, x2 = s.clone().requires_grad_(), s.clone().requires_grad_()
+        a = rankops.plistmle_loss(x1, y, offsets=off, weights=weights, reduction="none")
+        b = rankops.plistmle_loss(x2, y, offsets=off, weights=weights, position_weight=exp2_fn,
+                                  reduction="none")
+        assert_close_per_list(a, b, rtol=1e-12, atol=1e-15)
+        a.sum().backward()
+        b.sum().backward()
+        assert_close_per_list(x1.grad, x2.grad, off, rtol=1e-11, atol=1e-15)
+    with pytest.raises(RuntimeError, match="position_weight must be 'none' or 'exp2'"):
+        torch.ops.rankops.listmle_loss(s, y, off, None, "linear", False)
+
+
 def _sentence_transformers_definition(S, Y_sorted_mask):
     """PListMLELoss's value as sentence-transformers defines it, for lists already sorted by
     relevance (its default respect_input_order=True): weights 2^(n - r) - 1 over 0-based

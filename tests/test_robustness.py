@@ -22,6 +22,7 @@ KERNEL_LOSSES = {
     "listnet": rankops.listnet_loss,
     "poly1_softmax": rankops.poly1_softmax_loss,
     "listmle": rankops.listmle_loss,
+    "plistmle": rankops.plistmle_loss,
     "unique_softmax": rankops.unique_softmax_loss,
     "approx_ndcg": rankops.approx_ndcg_loss,
 }
@@ -113,7 +114,8 @@ def test_kernel_autograd_runs_no_python(name, device):
         "softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 0.0, False, True)),
         "listnet": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 0.0, True, True)),
         "poly1_softmax": (torch.ops.rankops.softmax_loss, (s, y, off, None, False, 1.0, False, True)),
-        "listmle": (torch.ops.rankops.listmle_loss, (s, y, off, None, True)),
+        "listmle": (torch.ops.rankops.listmle_loss, (s, y, off, None, "none", True)),
+        "plistmle": (torch.ops.rankops.listmle_loss, (s, y, off, None, "exp2", True)),
         "unique_softmax": (torch.ops.rankops.unique_softmax_loss, (s, y, off, None, "exp2", True)),
         "approx_ndcg": (torch.ops.rankops.approx_ndcg_loss, (s, y, off, None, 1.0, None, "exp2", True)),
     }[name]
@@ -500,7 +502,8 @@ def test_backward_of_an_op_run_without_its_gradient_is_a_clear_error(name, devic
         "softmax": lambda: ops.softmax_loss(s, y, off, None, False, 0.0, False, False),
         "listnet": lambda: ops.softmax_loss(s, y, off, None, False, 0.0, True, False),
         "poly1_softmax": lambda: ops.softmax_loss(s, y, off, None, False, 1.0, False, False),
-        "listmle": lambda: ops.listmle_loss(s, y, off, None, False),
+        "listmle": lambda: ops.listmle_loss(s, y, off, None, "none", False),
+        "plistmle": lambda: ops.listmle_loss(s, y, off, None, "exp2", False),
         "unique_softmax": lambda: ops.unique_softmax_loss(s, y, off, None, "exp2", False),
         "approx_ndcg": lambda: ops.approx_ndcg_loss(s, y, off, None, 1.0, None, "exp2", False),
     }[name]()[0]

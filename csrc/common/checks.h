@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "listwise_math.h"
 #include "pair_math.h"
 
 namespace rankops {
@@ -70,6 +71,12 @@ inline PairWeight parse_pair_weight(const std::string& s) {
   TORCH_CHECK(false,
               "rankops: weight must be 'none', 'label_diff', 'ndcg', 'ndcg2' or 'ndcg2pp', got '",
               s, "'");
+}
+
+inline PositionWeight parse_position_weight(const std::string& s) {
+  if (s == "none") return PositionWeight::None;
+  if (s == "exp2") return PositionWeight::Exp2;
+  TORCH_CHECK(false, "rankops: position_weight must be 'none' or 'exp2', got '", s, "'");
 }
 
 inline Gain parse_gain(const std::string& s) {

@@ -13,7 +13,7 @@
 //                d loss / d s_{pi_j} = sum_{k <= j} w_{pi_k} exp(s_{pi_j} - L_k) - w_{pi_j}.
 //                The sum is R_j exp(s_{pi_j} - L_j) with R_j = R_{j-1} exp(L_j - L_{j-1}) + w_{pi_j}:
 //                every exponent is <= 0, no max-shift enters the gradient, so tied scores
-//                get the exact gradient.
+//                get the exact gradient. PListMLE: w_{pi_k} times a weight of position k.
 //   approx_ndcg: smooth rank r_i = 1 + sum_{j != i} sigmoid((s_j - s_i) / T),
 //                loss = -sum_{i: r_i <= k} w_i G(y_i) D(r_i) / IDCG@k,
 //                d loss / d s_m = (1/T) sum_{j != m} sigmoid'((s_j - s_m) / T) (a_j - a_m),
@@ -30,6 +30,7 @@
 //                every exponent <= 0 and Q_h <= sum a, so no max-shift enters the gradient.
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #include "fast_math.h"
 #include "macros.h"
@@ -108,6 +109,25 @@ RANKOPS_HD T softmax_neg_log_prob(T s, T m, T log_sumexp) {
 template <typename T>
 RANKOPS_HD T finite_shift(T max_score) {
   return (max_score - max_score == T(0)) ? max_score : T(0);
+}
+
+// PListMLE (position-aware ListMLE, Lan et al. 2014): the term of label-order position r
+// (0-based) of a list of n is weighted by alpha_r = (2^(n-r) - 1) / sum_q (2^(n-q) - 1).
+// Numerator and denominator times 2^-n give (2^-r - 2^-n) / (2 - (n + 2) 2^-n), which
+// never forms 2^n (inf past n = 1023 in double, 127 in float) and is exact in double.
+enum class PositionWeight : int { None = 0, Exp2 = 1 };
+
+template <typename T>
+RANKOPS_HD T exp2_position_weight(int64_t r, int64_t n) {
+  const double tail = std::exp2(-static_cast<double>(n));
+  return static_cast<T>((std::exp2(-static_cast<double>(r)) - tail) /
+                        (2.0 - (static_cast<double>(n) + 2.0) * tail));
+}
+
+// An item's weight at label-order position r: its own weight w times the position's.
+template <typename T>
+RANKOPS_HD T listmle_term_weight(T w, PositionWeight pw, int64_t r, int64_t n) {
+  return pw == PositionWeight::Exp2 ? w * exp2_position_weight<T>(r, n) : w;
 }
 
 // ListMLE's forward scan R_j = R_{j-1} * decay_j + w_j as an associative operator on

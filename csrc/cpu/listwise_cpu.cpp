@@ -197,7 +197,8 @@ void grad_factors(const T* __restrict rs, const T* __restrict lse, int64_t n,
 
 template <typename scalar_t, typename T>
 void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at::Tensor& weights,
-                    const at::Tensor& offsets, at::Tensor& loss, at::Tensor& item_grad) {
+                    const at::Tensor& offsets, PositionWeight position_weight, at::Tensor& loss,
+                    at::Tensor& item_grad) {
   const int64_t B = offsets.size(0) - 1;
   const int64_t* off = offsets.data_ptr<int64_t>();
   const scalar_t* s_in = scores.data_ptr<scalar_t>();
@@ -222,7 +223,7 @@ void listmle_kernel(const at::Tensor& scores, const at::Tensor& labels, const at
       for (int64_t r = 0; r < n; ++r) {
         const int64_t i = start + order[r];
         rs[r] = static_cast<T>(s_in[i]);
-        rw[r] = w_in ? w_in[i] : T(1);
+        rw[r] = listmle_term_weight(w_in ? w_in[i] : T(1), position_weight, r, n);
       }
       shifted_suffix_log_sum_exp(rs.data(), n, lse.data(), e.data(), f.data());
       T total = 0;
@@ -343,13 +344,16 @@ std::tuple<at::Tensor, at::Tensor> listmle_loss_cpu(const at::Tensor& scores,
                                                     const at::Tensor& labels,
                                                     const at::Tensor& offsets,
                                                     const c10::optional<at::Tensor>& weights,
+                                                    c10::string_view position_weight,
                                                     bool compute_grad) {
+  const PositionWeight pw = parse_position_weight(std::string(position_weight));
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scores.scalar_type(),
                                   "listmle_loss_cpu", [&] {
                                     using T = at::opmath_type<scalar_t>;
                                     listmle_kernel<scalar_t, T>(p.scores, p.labels, p.weights,
-                                                                p.offsets, p.loss, p.item_grad);
+                                                                p.offsets, pw, p.loss,
+                                                                p.item_grad);
                                   });
   return {p.loss, p.item_grad};
 }

@@ -179,7 +179,8 @@ __device__ T shifted_suffix_log_sum_exp(const scalar_t* __restrict__ s,
 template <typename scalar_t, typename T>
 __global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restrict__ w,
                                const int64_t* __restrict__ perm, const int64_t* __restrict__ off,
-                               T* __restrict__ lse, T* __restrict__ loss, T* __restrict__ grad) {
+                               PositionWeight position_weight, T* __restrict__ lse,
+                               T* __restrict__ loss, T* __restrict__ grad) {
   using ScanL = cub::BlockScan<T, kThreads>;
   using ScanA = cub::BlockScan<Affine<T>, kThreads>;
   using Reduce = cub::BlockReduce<T, kThreads>;
@@ -207,7 +208,7 @@ __global__ void listmle_kernel(const scalar_t* __restrict__ s, const T* __restri
     if (r < n) {
       item = perm[start + r];
       sr = static_cast<T>(s[item]) - shift;
-      wr = w ? w[item] : T(1);
+      wr = listmle_term_weight(w ? w[item] : T(1), position_weight, r, n);
       lr = lse[start + r];
       const T decay = r > 0 ? math::exp_nonpositive(lr - lse[start + r - 1]) : T(0);
       v = Affine<T>{decay, wr};
@@ -349,7 +350,9 @@ std::tuple<at::Tensor, at::Tensor> listmle_loss_cuda(const at::Tensor& scores,
                                                      const at::Tensor& labels,
                                                      const at::Tensor& offsets,
                                                      const c10::optional<at::Tensor>& weights,
+                                                     c10::string_view position_weight,
                                                      bool compute_grad) {
+  const PositionWeight pw = parse_position_weight(std::string(position_weight));
   const c10::cuda::CUDAGuard guard(scores.device());
   auto p = prepare(scores, labels, offsets, weights, compute_grad);
   const int64_t B = p.offsets.size(0) - 1, N = p.scores.size(0);
@@ -371,7 +374,7 @@ std::tuple<at::Tensor, at::Tensor> listmle_loss_cuda(const at::Tensor& scores,
     auto lse = at::empty_like(p.labels);
     listmle_kernel<scalar_t, T><<<static_cast<unsigned>(B), kThreads, 0, stream>>>(
         p.scores.data_ptr<scalar_t>(), ptr_or_null<T>(p.weights), perm.data_ptr<int64_t>(),
-        p.offsets.data_ptr<int64_t>(), lse.data_ptr<T>(), p.loss.data_ptr<T>(),
+        p.offsets.data_ptr<int64_t>(), pw, lse.data_ptr<T>(), p.loss.data_ptr<T>(),
         grad_ptr<T>(p.item_grad));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
