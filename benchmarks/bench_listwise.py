@@ -36,6 +36,7 @@ LOSSES = {
     "poly-1 softmax": ("poly1_softmax_loss", {}),
     "ListNet": ("listnet_loss", {}),
     "ListMLE": ("listmle_loss", {}),
+    "PListMLE": ("plistmle_loss", {}),
     "unique softmax": ("unique_softmax_loss", {}),
     "ApproxNDCG": ("approx_ndcg_loss", {}),
     "ApproxNDCG@10": ("approx_ndcg_loss", {"k": 10}),
@@ -66,7 +67,7 @@ def shapes(device, quick):
 
 def cases(device, quick):
     for shape, lengths in shapes(device, quick).items():
-        for loss in ("softmax", "poly-1 softmax", "ListNet", "ListMLE", "unique softmax", "ApproxNDCG",
+        for loss in ("softmax", "poly-1 softmax", "ListNet", "ListMLE", "PListMLE", "unique softmax", "ApproxNDCG",
                      "sigmoid", "MSE", "pairwise MSE"):
             yield shape, lengths, loss
         if max(lengths) >= 4096:
