@@ -39,6 +39,7 @@ LOSSES: Dict[str, tuple] = {
     "listnet": ("ListNet (softmax targets)", lambda m: m.listnet_loss),
     "poly1_softmax": ("poly-1 softmax (ε = 1)", lambda m: m.poly1_softmax_loss),
     "listmle": ("ListMLE", lambda m: m.listmle_loss),
+    "plistmle": ("PListMLE (position-aware)", lambda m: m.plistmle_loss),
     "unique_softmax": ("unique softmax", lambda m: m.unique_softmax_loss),
     "approx_ndcg": ("ApproxNDCG", lambda m: m.approx_ndcg_loss),
     # LambdaRank's per-pair mean has ~1e-4 of softmax's gradient norm, so 1:1 means would
